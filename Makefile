@@ -1,0 +1,36 @@
+# diffedit_lab — every command a user needs. `make install && make test` on a fresh machine.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: install test test-all demo lint format bench clean
+
+install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+
+test:  ## fast CPU tests (tiny models; slow/gpu tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-all:  ## everything that runs on this machine, slow tests included
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+demo:  ## SDD end to end on tiny models + real sample photos (CPU, ~1 min); outputs/demo/runs/<time>/
+	$(BIN)/python -m diffedit_lab experiment=demo
+
+lint:
+	$(BIN)/ruff check diffedit_lab tests experiments
+	$(BIN)/ruff format --check diffedit_lab tests experiments
+
+format:
+	$(BIN)/ruff format diffedit_lab tests experiments
+	$(BIN)/ruff check --fix diffedit_lab tests experiments
+
+bench:  ## speed benchmarks → bench/results.json (CPU tiny always; real sizes when a GPU is visible)
+	$(BIN)/python -m experiments.bench.run --out bench/results.json
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

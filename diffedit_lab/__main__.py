@@ -1,0 +1,30 @@
+"""``python -m diffedit_lab [group=option ...] [key=value ...]`` — the Hydra entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from diffedit_lab.utils.errors import UserError
+
+CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from diffedit_lab.run import run
+
+    try:
+        return run(cfg)
+    except UserError as exc:
+        logging.getLogger("diffedit_lab").error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

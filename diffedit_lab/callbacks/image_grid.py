@@ -1,0 +1,64 @@
+"""Image grids during training: written as PNGs to the run dir and sent to every logger that takes images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning import Callback
+
+from diffedit_lab.utils.io import save_images
+
+
+def log_image_file(loggers, key: str, path: str | Path, step: int = 0) -> None:
+    """Send a PNG to W&B (``log_image``) and TensorBoard (``add_image``); other loggers keep the file only."""
+    from PIL import Image
+
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=[str(path)], step=step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):
+            import numpy as np
+
+            logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+
+
+class ImageGridLogger(Callback):
+    """Every ``every_n_steps`` calls ``pl_module.preview_images()`` → {name: (N,3,H,W) in [-1,1]} and saves
+    ``<out_dir>/<name>_step<NNNNNN>.png`` (rows of ``nrow``). Also once at the end of training."""
+
+    def __init__(self, every_n_steps: int = 200, out_dir: str = "images", nrow: int | None = None):
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.out_dir = Path(out_dir)
+        self.nrow = nrow
+        self._last = -1
+
+    def _emit(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not hasattr(pl_module, "preview_images"):
+            return
+        step = trainer.global_step
+        if step == self._last:
+            return
+        self._last = step
+        from torchvision.utils import make_grid
+
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            images = pl_module.preview_images()
+        finally:
+            pl_module.train(was_training)
+        for name, batch in images.items():
+            nrow = self.nrow or max(1, len(batch) // 2)
+            grid = make_grid(batch.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
+            path = self.out_dir / f"{name}_step{step:06d}.png"
+            save_images(grid[None], [path])
+            log_image_file(trainer.loggers, f"images/{name}", path, step=step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._emit(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            self._emit(trainer, pl_module)

@@ -1,0 +1,95 @@
+"""Score distillation (DreamFusion's SDS, as used by SDD): a frozen text-conditional prior as a loss.
+
+For images x produced by some differentiable model, encode z = E(x), noise it at t, and take
+``g = w(t) · (ε̂_cfg(z_t, t, y) − ε)`` as the gradient of the loss w.r.t. z (the UNet Jacobian is skipped).
+The gradient is injected with the "target" trick ``L = ½‖z − (z − g).detach()‖²`` (summed, not divided by the
+batch size), whose derivative w.r.t. z is exactly g, so autograd carries it through the VAE encoder to the image
+and on to whatever produced the image (e.g. SDD's latent mapper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from diffedit_lab.diffusion import schedule
+
+
+@dataclass
+class SDSResult:
+    loss: torch.Tensor  # scalar whose gradient w.r.t. the latent is ``grad``
+    grad: torch.Tensor  # (B, C, h, w) latent-space gradient, detached
+    t: torch.Tensor  # (B,) timesteps used
+    latents: torch.Tensor  # z = E(x), still attached to the graph
+    noise_mse: torch.Tensor  # ‖ε̂ − ε‖² mean, for logging
+
+
+def topk_sparsify(grad: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the k entries of largest magnitude over the WHOLE batch, zero the rest (SDD's ``clip_grad_topk``)."""
+    if k is None or k <= 0 or k >= grad.numel():
+        return grad
+    flat = grad.flatten()
+    keep = flat.abs().topk(k).indices
+    out = torch.zeros_like(flat)
+    out[keep] = flat[keep]
+    return out.view_as(grad)
+
+
+def inject_gradient(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """A scalar loss whose gradient w.r.t. ``latents`` equals ``grad``: ½‖z − (z − g).detach()‖² (sum)."""
+    target = (latents - grad).detach()
+    return 0.5 * ((latents - target) ** 2).sum()
+
+
+class ScoreDistillation(torch.nn.Module):
+    """SDS gradient from a :class:`~diffedit_lab.diffusion.priors.StableDiffusionPrior` (or any prior whose
+    ``predict_eps`` takes ``cond``/``uncond``/``guidance_scale``)."""
+
+    def __init__(self, prior, guidance_scale: float = 100.0, weighting: str = "one_minus_alpha",
+                 topk: int | None = None, noise: str = "random"):
+        super().__init__()
+        self.prior = prior
+        self.guidance_scale = float(guidance_scale)
+        self.weighting = weighting
+        self.topk = topk
+        if noise not in ("random", "zero"):
+            raise ValueError(f"noise must be 'random' or 'zero', got {noise!r}")
+        self.noise = noise
+
+    def gradient(self, latents: torch.Tensor, t: torch.Tensor, prompt: str, negative_prompt: str = "",
+                 eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The (top-k sparsified) latent gradient ``w(t)·(ε̂_cfg − ε)``; no graph."""
+        batch = latents.shape[0]
+        if eps is None:
+            eps = (torch.zeros_like(latents) if self.noise == "zero" else
+                   torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype))
+        with torch.no_grad():
+            z_t = self.prior.add_noise(latents.detach(), eps, t)
+            cond = self.prior.encode_text([prompt] * batch)
+            uncond = self.prior.encode_text([negative_prompt] * batch)
+            eps_hat = self.prior.predict_eps(z_t, t, cond=cond, uncond=uncond, guidance_scale=self.guidance_scale)
+            w = schedule.loss_weight(self.weighting, self.prior.alphas_cumprod, t)
+            grad = schedule.expand_like(w, latents) * (eps_hat - eps)
+            grad = torch.nan_to_num(grad)
+        self._last_noise_mse = ((eps_hat - eps) ** 2).mean()
+        return topk_sparsify(grad, self.topk)
+
+    def forward(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
+                eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> SDSResult:
+        """Encode ``images`` ([-1, 1]) and return the SDS loss attached to the graph of ``images``."""
+        latents = self.prior.to_model_space(images, generator=generator)
+        t = torch.as_tensor(t, device=latents.device).long()
+        t = t.expand(latents.shape[0]) if t.ndim == 0 else t
+        grad = self.gradient(latents, t, prompt, negative_prompt, eps=eps, generator=generator)
+        return SDSResult(loss=inject_gradient(latents, grad), grad=grad, t=t, latents=latents,
+                         noise_mse=self._last_noise_mse)
+
+    def image_gradient(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
+                       eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """∂L_SDS/∂x at the image: the signal SDD's timestep selection scores (entropy, ℓ1, HQS)."""
+        x = images.detach().requires_grad_(True)
+        with torch.enable_grad():
+            result = self.forward(x, t, prompt, negative_prompt, eps=eps, generator=generator)
+            (grad_x,) = torch.autograd.grad(result.loss, x)
+        return grad_x

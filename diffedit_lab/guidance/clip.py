@@ -1,0 +1,302 @@
+"""Frozen open_clip model as a differentiable guide: embeddings, directional CLIP loss and CLIP scores.
+
+One wrapper serves both roles CLIP plays in this project: a *loss* (Rectifier stage 2, text-guided
+editing, where gradients must reach the image) and a *metric* (directional similarity, CLIP score).
+Hence preprocessing is done in torch on [-1, 1] tensors rather than with open_clip's PIL transforms.
+
+Weights come from an open_clip tag (resolved from the local cache first, so offline runs fail fast with a
+clear message), a weights file, or open_clip's ``local-dir:`` layout. ``tiny=True`` builds a small random
+model in code for tests and the offline demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffedit_lab.utils.errors import UserError, missing_weights
+from diffedit_lab.utils.io import atomic_json_dump, atomic_write, load_weights
+
+LOCAL_DIR = "local-dir:"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WEIGHTS_FILE = "open_clip_model.safetensors"
+
+# Small enough to build in milliseconds on CPU, big enough to exercise every code path (2 heads, 2 layers).
+TINY_MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def directional_cosine(d_img: Tensor, d_txt: Tensor, eps: float = 1e-8) -> Tensor:
+    """Cosine between image-embedding and text-embedding directions along the last axis (broadcasts)."""
+    return F.cosine_similarity(d_img, d_txt, dim=-1, eps=eps)
+
+
+def _hub_offline() -> bool:
+    """Read HF_HUB_OFFLINE now: huggingface_hub reads it only at import, too early for tests/launchers."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return env in {"1", "true", "yes", "on"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def _cached_tag_file(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+    """Path of a tag's weights if already downloaded (HF cache or open_clip's URL cache), else None."""
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import hf_hub_download
+
+        repo, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for name in names:
+            try:
+                return hf_hub_download(repo, name, cache_dir=cache_dir, local_files_only=True)
+            except Exception:  # not cached under this name
+                continue
+    url = tag_cfg.get("url", "")
+    if url:
+        path = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _resolve_tag(model_name: str, tag: str, cache_dir: str | None) -> tuple[str, dict[str, Any]]:
+    """Checkpoint path and tag config for an open_clip tag; downloads only when online."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    tag_cfg = get_pretrained_cfg(model_name, tag)
+    if not tag_cfg:
+        known = open_clip.list_pretrained_tags_by_model(model_name)
+        raise UserError(
+            f"clip.pretrained='{tag}' is neither a weights file, 'local-dir:<dir>', nor an open_clip tag of "
+            f"'{model_name}' (known tags: {', '.join(known) or 'none'})"
+        )
+    source = f"open_clip {model_name}/{tag}"
+    path = _cached_tag_file(tag_cfg, cache_dir)
+    if path is None and _hub_offline():
+        raise missing_weights(f"CLIP {model_name}", source, hint=_LOCAL_HINT)
+    if path is None:
+        try:
+            path = download_pretrained(tag_cfg, cache_dir=cache_dir)
+        except Exception as exc:
+            raise missing_weights(f"CLIP {model_name}", source, hint=f"{_LOCAL_HINT} ({exc})") from exc
+    return path, tag_cfg
+
+
+_LOCAL_HINT = "or set clip.pretrained to a weights file or to 'local-dir:<dir with open_clip_config.json>'"
+
+
+class CLIPGuide(nn.Module):
+    """A frozen open_clip model taking [-1, 1] images of any size, with cached text embeddings.
+
+    ``templates`` (e.g. ``["a photo of a {}."]``) turn each text into several prompts whose normalised
+    embeddings are averaged (CLIP's prompt ensembling); leave it empty when prompts are full sentences.
+    ``seed`` only affects ``tiny=True``, so the tiny model is identical in every run and process.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        templates: Sequence[str] | None = None,
+        tiny: bool = False,
+        precision: str = "fp32",
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.templates = list(templates) if templates else ["{}"]
+        for t in self.templates:
+            if "{}" not in t:
+                raise UserError(f"clip.templates entry '{t}' has no '{{}}' placeholder for the text")
+        model, tokenizer_name, mean, std = self._build(
+            model_name, pretrained, tiny, precision, cache_dir, seed
+        )
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(tokenizer_name)
+        self.name = "tiny" if tiny else f"{model_name}/{pretrained}"
+        size = self.model.visual.image_size
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._text_cache: dict[str, Tensor] = {}
+        self.eval()
+
+    @staticmethod
+    def _build(model_name, pretrained, tiny, precision, cache_dir, seed):
+        """(model, tokenizer name, mean, std) for whichever weight source the config names."""
+        if tiny:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = open_clip.CLIP(**TINY_MODEL_CFG)
+            return model.to(dtype=_dtype(precision)), "ViT-B-32", CLIP_MEAN, CLIP_STD
+        if model_name.startswith(LOCAL_DIR) or (pretrained or "").startswith(LOCAL_DIR):
+            return _load_local_dir(model_name if model_name.startswith(LOCAL_DIR) else pretrained, precision)
+        if not pretrained:
+            raise UserError(
+                "clip.pretrained is empty: give an open_clip tag (e.g. 'openai'), a weights file, "
+                "'local-dir:<dir>', or set clip.tiny=true for a random test model"
+            )
+        if open_clip.get_model_config(model_name) is None:
+            raise UserError(
+                f"clip.model_name='{model_name}' is not an open_clip model (see open_clip.list_models())"
+            )
+        if os.path.isfile(os.path.expanduser(pretrained)):
+            model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+            _load_file(model, os.path.expanduser(pretrained), f"CLIP {model_name} weights")
+            return model, model_name, CLIP_MEAN, CLIP_STD
+        path, tag_cfg = _resolve_tag(model_name, pretrained, cache_dir)
+        model = open_clip.create_model(
+            model_name,
+            pretrained=path,
+            precision=precision,
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+        )
+        return model, model_name, tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD)
+
+    # ----------------------------------------------------------------------------------------- images
+    def preprocess(self, images: Tensor) -> Tensor:
+        """[-1, 1] images → CLIP input: resize shortest side, centre crop, mean/std; differentiable."""
+        x = (images.float() + 1) / 2
+        th, tw = self.image_size
+        h, w = x.shape[-2:]
+        if (h, w) != (th, tw):
+            scale = max(th / h, tw / w)
+            size = (max(th, round(h * scale)), max(tw, round(w * scale)))
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+            top, left = (size[0] - th) // 2, (size[1] - tw) // 2
+            x = x[..., top : top + th, left : left + tw]
+        return (x - self.mean) / self.std
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """L2-normalised image embeddings (B, D), float32; gradients flow to ``images``."""
+        pixels = self.preprocess(images).to(self.mean.device, self._dtype)
+        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+    # ------------------------------------------------------------------------------------------- text
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str] | str) -> Tensor:
+        """L2-normalised text embeddings (N, D); template-averaged and cached per text."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            prompts = [tpl.format(t) for t in missing for tpl in self.templates]
+            tokens = self.tokenizer(prompts).to(self.mean.device)
+            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            emb = F.normalize(emb.view(len(missing), len(self.templates), -1).mean(1), dim=-1)
+            self._text_cache.update(zip(missing, emb.cpu()))
+        return torch.stack([self._text_cache[t] for t in texts]).to(self.mean.device)
+
+    # ----------------------------------------------------------------------------------- losses/metrics
+    def directional_similarity(
+        self,
+        src_images: Tensor,
+        tgt_images: Tensor,
+        src_text: str | Sequence[str],
+        tgt_text: str | Sequence[str],
+    ) -> Tensor:
+        """(B,) cos(E(tgt) − E(src), T(tgt) − T(src)); one text or one per sample."""
+        d_img = self.encode_image(tgt_images) - self.encode_image(src_images)
+        d_txt = self.encode_text(tgt_text) - self.encode_text(src_text)
+        return directional_cosine(d_img, d_txt)
+
+    def directional_loss(
+        self,
+        src_images: Tensor,
+        tgt_images: Tensor,
+        src_text: str | Sequence[str],
+        tgt_text: str | Sequence[str],
+    ) -> Tensor:
+        """Scalar mean(1 − directional cosine): the DiffusionCLIP / StyleGAN-NADA edit-direction loss."""
+        return (1 - self.directional_similarity(src_images, tgt_images, src_text, tgt_text)).mean()
+
+    def clip_score(self, images: Tensor, texts: str | Sequence[str]) -> Tensor:
+        """(B,) plain cosine between image and text embeddings (×100 gives the usual "CLIP score")."""
+        return (self.encode_image(images) * self.encode_text(texts)).sum(-1)
+
+    # --------------------------------------------------------------------------------------- plumbing
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.model.visual.conv1.weight.dtype if hasattr(self.model.visual, "conv1") else torch.float32
+
+    def train(self, mode: bool = True) -> CLIPGuide:
+        """Stay in eval mode: the guide is frozen even inside a module that is training."""
+        return super().train(False)
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        precision, torch.float32
+    )
+
+
+def _load_file(model: nn.Module, path: str, what: str) -> None:
+    """Load a plain/DDP/'state_dict'-wrapped open_clip checkpoint, with a one-line error on mismatch."""
+    from open_clip.convert import convert_state_dict
+
+    state = load_weights(path, what)
+    state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(convert_state_dict(model, state), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise UserError(
+            f"{what}: '{path}' does not match the model architecture: {first[0].strip()}"
+        ) from exc
+
+
+def _load_local_dir(spec: str, precision: str):
+    """Load through open_clip's own ``local-dir:`` schema (config + weights in one folder)."""
+    directory = Path(spec[len(LOCAL_DIR) :]).expanduser()
+    config = directory / "open_clip_config.json"
+    if not config.is_file():
+        raise UserError(
+            f"CLIP local dir '{directory}' must contain open_clip_config.json (with 'model_cfg') and a "
+            f"weights file such as {WEIGHTS_FILE} (see diffedit_lab.guidance.clip.save_local_dir)"
+        )
+    try:
+        model = open_clip.create_model(
+            f"{LOCAL_DIR}{directory}", precision=precision, require_pretrained=True
+        )
+    except Exception as exc:
+        raise UserError(
+            f"cannot load CLIP from '{LOCAL_DIR}{directory}': {type(exc).__name__}: {exc}"
+        ) from exc
+    pre = json.loads(config.read_text()).get("preprocess_cfg", {})
+    return model, f"{LOCAL_DIR}{directory}", pre.get("mean", CLIP_MEAN), pre.get("std", CLIP_STD)
+
+
+def save_local_dir(
+    guide: CLIPGuide, directory: str | os.PathLike, model_cfg: dict[str, Any] | None = None
+) -> str:
+    """Write ``guide`` in open_clip's local-dir layout and return the ``local-dir:`` string that loads it.
+
+    ``model_cfg`` defaults to the tiny config; pass the architecture's config for other models.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "model_cfg": model_cfg or TINY_MODEL_CFG,
+        "preprocess_cfg": {"mean": guide.mean.flatten().tolist(), "std": guide.std.flatten().tolist()},
+    }
+    atomic_json_dump(cfg, directory / "open_clip_config.json")
+    state = {k: v.detach().contiguous() for k, v in guide.model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    return f"{LOCAL_DIR}{directory}"

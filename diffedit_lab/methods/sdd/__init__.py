@@ -1,0 +1,5 @@
+"""SDD — Selective Diffusion Distillation."""
+
+from diffedit_lab.methods.sdd.module import SDDModule
+
+__all__ = ["SDDModule"]

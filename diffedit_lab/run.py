@@ -1,0 +1,64 @@
+"""The thin task runner: seed, instantiate, dispatch stages, save outputs, return the swept metric."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from diffedit_lab.methods.base import StageContext
+from diffedit_lab.utils.io import atomic_json_dump, atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def close_loggers() -> None:
+    """Finish the W&B run so the next job of a multirun starts a fresh one, even after a failure."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        pass
+
+
+def run(cfg: DictConfig) -> float | None:
+    from lightning import seed_everything
+
+    seed_everything(int(cfg.seed), workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config_resolved.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    method = hydra.utils.instantiate(cfg.method)
+    stages = method.resolve_stages(OmegaConf.to_container(cfg.stage) if isinstance(cfg.stage, DictConfig | list)
+                                   else cfg.stage)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ctx = StageContext(trainer=trainer, datamodule=datamodule, run_dir=run_dir, ckpt_path=cfg.get("ckpt_path"))
+    log.info("run dir: %s | stages: %s", run_dir, " → ".join(stages))
+    try:
+        for stage in stages:
+            method.run_stage(stage, ctx)
+    finally:
+        close_loggers()
+    atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in ctx.metrics:
+        log.warning("optimized_metric '%s' not among the run's metrics %s", name, sorted(ctx.metrics))
+        return None
+    return float(ctx.metrics[name])
