@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from diffedit_lab.methods.base import StageContext
+from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump, atomic_write
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def close_loggers() -> None:
@@ -40,13 +40,17 @@ def run(cfg: DictConfig) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config_resolved.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
 
-    datamodule = hydra.utils.instantiate(cfg.data)
-    method = hydra.utils.instantiate(cfg.method)
+    datamodule = instantiate(cfg.data)
+    method = instantiate(cfg.method)
     stages = method.resolve_stages(OmegaConf.to_container(cfg.stage) if isinstance(cfg.stage, DictConfig | list)
                                    else cfg.stage)
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if not loggers:  # logger=none: the LR monitor has nowhere to write
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ctx = StageContext(trainer=trainer, datamodule=datamodule, run_dir=run_dir, ckpt_path=cfg.get("ckpt_path"))
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(stages))
     try:

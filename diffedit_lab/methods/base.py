@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from lightning import LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class EditingMethod(LightningModule):
                     cfg, DictConfig) else cfg.copy()
                 for key in pop_keys:
                     cfg.pop(key, None)
-                obj = hydra.utils.instantiate(cfg)
+                obj = instantiate(cfg)
                 if isinstance(obj, torch.nn.Module):
                     obj.eval().requires_grad_(False)
                 self._frozen[name] = obj
@@ -90,6 +90,27 @@ class EditingMethod(LightningModule):
     def run_stage(self, stage: str, ctx: StageContext) -> dict[str, float]:
         log.info("stage %s", stage)
         return getattr(self, f"stage_{stage}")(ctx) or {}
+
+    def evaluate_folder(self, ctx: StageContext, folder_cfg, clip=None, identity=None, src_text: str | None = None,
+                        tgt_text: str | None = None) -> dict[str, float]:
+        """``stage=eval`` on any outputs: score ``folder.pred`` against ``folder.ref`` (paired when names match).
+
+        Works for images made by any tool, so results of other methods can be scored with the same metrics.
+        """
+        from diffedit_lab.evaluation.folder_eval import evaluate_folders
+        from diffedit_lab.evaluation.suite import MetricSuite
+
+        if not folder_cfg.get("ref"):
+            raise UserError("eval.folder.pred is set but eval.folder.ref is not: give the reference/source folder")
+        suite = MetricSuite(list(folder_cfg.metrics), fid_feature=folder_cfg.get("fid_feature", "inception"),
+                            fid_weights_path=folder_cfg.get("fid_weights_path"),
+                            lpips_backbone_path=folder_cfg.get("lpips_backbone_path"),
+                            clip=clip, src_text=src_text, tgt_text=tgt_text, identity_encoder=identity)
+        result = evaluate_folders(folder_cfg.pred, folder_cfg.ref, suite, resolution=folder_cfg.resolution,
+                                  batch_size=int(folder_cfg.get("batch_size", 16)), device=ctx.device)
+        metrics = {f"eval/{k}": float(v) for k, v in result.items()}
+        self.write_metrics(ctx, metrics)
+        return metrics
 
     # --- outputs ----------------------------------------------------------------------------------------------
     @staticmethod

@@ -28,6 +28,7 @@ from diffedit_lab.methods.base import EditingMethod, StageContext
 from diffedit_lab.methods.sdd import selection as sel
 from diffedit_lab.models.mapper import LevelsMapper
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump, save_images
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,8 @@ class SDDModule(EditingMethod):
 
     # --- stage: fit -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        import hydra
-
-        return hydra.utils.instantiate(self.cfg.optim)(params=self.mapper.parameters())
+        
+        return instantiate(self.cfg.optim)(params=self.mapper.parameters())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.selection is None:
@@ -331,11 +331,10 @@ class SDDModule(EditingMethod):
 
     def _edit_photos(self, ctx: StageContext, photos_cfg, out: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """Invert real photos with the optimisation projector, then edit their codes."""
-        import hydra
-
+        
         from diffedit_lab.models.projector import project
 
-        dm = hydra.utils.instantiate(photos_cfg)
+        dm = instantiate(photos_cfg)
         dm.setup("test")
         befores, afters = [], []
         size = self.generator.output_size if hasattr(self.generator, "output_size") else None
@@ -375,6 +374,11 @@ class SDDModule(EditingMethod):
 
         self.to(ctx.device).eval()
         e = self.cfg.eval
+        if e.get("folder") and e.folder.get("pred"):
+            return self.evaluate_folder(
+                ctx, e.folder, clip=(lambda: self.clip) if "clip_dir" in e.folder.metrics else None,
+                identity=(lambda: self.identity) if "identity" in e.folder.metrics else None,
+                src_text=self.cfg.prompt.source_text, tgt_text=self.cfg.prompt.text)
         wanted = [m for m in e.metrics if m != "latent_l2"]
         if self.identity is None and "identity" in wanted:
             wanted.remove("identity")

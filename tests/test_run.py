@@ -1,0 +1,110 @@
+"""The run entry point: fast_dev_run, resume, DDP on two CPU processes, CLI end to end, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from diffedit_lab.run import run
+from diffedit_lab.utils.errors import UserError
+from tests.helpers import ROOT, tiny_overrides
+
+
+def test_fast_dev_run_all_stages(compose, tmp_path):
+    cfg = compose("debug=fdr", "logger=none")
+    run(cfg)
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"select/num_selected", "edit/latency_ms_per_image", "eval/clip_dir", "eval/fid"} <= set(metrics)
+    assert (out / "selection" / "scores.csv").is_file() and (out / "edit" / "grid.png").is_file()
+
+
+def test_resume_continues_step_count(compose, tmp_path):
+    out = tmp_path / "run"
+    run(compose("stage=fit", "prompt.steps=4", out_dir=out))
+    last = out / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    first_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
+
+    # resume the same run dir with a longer budget: continues from step 4, not from 0
+    run(compose("stage=fit", "prompt.steps=6", "ckpt_path=last", out_dir=out))
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 6
+    assert (out / "checkpoints" / "step_000006.ckpt").is_file()
+    assert ckpt["sdd_selection"]["timesteps"], "the timestep selection travels with the checkpoint"
+    resumed_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
+    assert any(not torch.equal(first_mapper[k], resumed_mapper[k]) for k in first_mapper)
+
+
+def test_ddp_two_cpu_processes(compose, tmp_path):
+    cfg = compose("trainer=ddp_sim", "stage=[select,fit]", "prompt.steps=2", "callbacks=none")
+    run(cfg)
+    assert (tmp_path / "run" / "mapper.pt").is_file()
+
+
+def test_unknown_stage_is_a_user_error(compose):
+    with pytest.raises(UserError, match="no stage 'sample'"):
+        run(compose("stage=sample"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkeypatch):
+    from diffedit_lab.models.mapper import LevelsMapper
+
+    original, calls = LevelsMapper.edit, {"train": 0}
+
+    def edit_turning_nan(self, w):
+        out = original(self, w)
+        if torch.is_grad_enabled():  # training steps only (previews run under no_grad)
+            calls["train"] += 1
+            if calls["train"] > 2:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(LevelsMapper, "edit", edit_turning_nan)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="non-finite loss at step 2"):
+        run(compose("stage=fit", "prompt.steps=4", out_dir=out))
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def _cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "diffedit_lab", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
+    out = tmp_path / "cli"
+    args = [a for a in tiny_overrides(out, cache_dir) if not a.startswith("paths.output_dir")]
+    res = _cli([*args, f"hydra.run.dir={out}", "logger=csv"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["select/num_selected"] >= 1 and metrics["eval/num_images"] == 4
+    for rel in ["config_resolved.yaml", "mapper.pt", "checkpoints/last.ckpt", "selection/scores.png",
+                "selection/selected.json", "edit/grid.png", "edit/photos/astronaut_edited.png", "csv/metrics.csv"]:
+        assert (out / rel).is_file(), rel
+    assert list((out / "images").glob("before_after_step*.png"))
+
+
+def test_cli_missing_codes_file_is_one_line(tmp_path, cache_dir):
+    missing = tmp_path / "nope" / "codes.pt"
+    res = _cli(["experiment=demo", f"data.codes={missing}", f"hydra.run.dir={tmp_path / 'r'}",
+                f"paths.cache_dir={cache_dir}", "logger=none", "stage=select"])
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and str(missing) in last
+
+
+def test_cli_missing_weights_is_one_line(tmp_path):
+    res = _cli(["generator.checkpoint=/no/such/stylegan2.pt", "prior=tiny_sd", "stage=edit", "logger=none",
+                f"hydra.run.dir={tmp_path / 'r'}"])
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "/no/such/stylegan2.pt" in last
