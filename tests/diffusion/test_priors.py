@@ -36,11 +36,11 @@ def test_sd_save_and_load_round_trip(sd_prior, tmp_path):
     prompts = ["a photo of a cat", ""]
     assert torch.equal(loaded.encode_text(prompts), sd_prior.encode_text(prompts))
     x, cond = _latents(), sd_prior.encode_text(prompts)
-    torch.testing.assert_close(loaded.predict_eps(x, 321, cond=cond), sd_prior.predict_eps(x, 321, cond=cond),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.predict_eps(x, 321, cond=cond), sd_prior.predict_eps(x, 321, cond=cond), atol=0, rtol=0
+    )
     images = torch.rand(1, 3, 32, 32) * 2 - 1
-    torch.testing.assert_close(loaded.to_image_space(_latents(1)), sd_prior.to_image_space(_latents(1)),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(loaded.to_image_space(_latents(1)), sd_prior.to_image_space(_latents(1)), atol=0, rtol=0)
     assert loaded.to_model_space(images).shape == (1, 4, 16, 16)
 
 
@@ -73,6 +73,7 @@ def test_existing_but_invalid_folder_is_user_error(tmp_path):
         UnconditionalPrior.from_pretrained(str(tmp_path), dtype="fp32")
 
 
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")
 @pytest.mark.parametrize("cls", [StableDiffusionPrior, UnconditionalPrior])
 def test_hub_id_offline_is_fast_user_error(cls, monkeypatch):
     # huggingface_hub reads HF_HUB_OFFLINE once at import; patch the constant too, so the loaders fail at once
@@ -166,7 +167,9 @@ def test_cfg_formula(sd_prior, scale):
 
 def test_missing_cond_means_empty_prompt(sd_prior):
     x = _latents()
-    torch.testing.assert_close(sd_prior.predict_eps(x, 400), sd_prior.predict_eps(x, 400, cond=sd_prior.encode_text(["", ""])))
+    torch.testing.assert_close(
+        sd_prior.predict_eps(x, 400), sd_prior.predict_eps(x, 400, cond=sd_prior.encode_text(["", ""]))
+    )
 
 
 class _CountingEncoder(nn.Module):

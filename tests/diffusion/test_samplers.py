@@ -103,8 +103,9 @@ def test_ddim_samples_have_the_data_std(gauss):
 
 def test_ddim_eta_uses_generator(gauss):
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    run = lambda seed: samplers.ddim_sample(gauss, x_T, num_steps=10, eta=1.0,
-                                             generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: samplers.ddim_sample(
+        gauss, x_T, num_steps=10, eta=1.0, generator=torch.Generator().manual_seed(seed)
+    )
     assert torch.equal(run(5), run(5))
     assert not torch.allclose(run(5), run(6))
 
@@ -157,16 +158,21 @@ def test_ddpm_sample_tiny_unet(pixel_prior, pixel_prior_lv, learned_variance):
 
 
 def test_samplers_in_sd_latent_space_with_cfg(sd_prior):
-    cond = {"cond": sd_prior.encode_text(["a cat", "a dog"]), "uncond": sd_prior.encode_text(["", ""]),
-            "guidance_scale": 3.0}
+    cond = {
+        "cond": sd_prior.encode_text(["a cat", "a dog"]),
+        "uncond": sd_prior.encode_text(["", ""]),
+        "guidance_scale": 3.0,
+    }
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     outs = {
         "ddim": samplers.ddim_sample(sd_prior, latents, num_steps=3, cond=cond),
         "invert": samplers.ddim_invert(sd_prior, latents, num_steps=3, cond=cond),
-        "ddpm": samplers.ddpm_sample(sd_prior, latents, num_steps=3, cond=cond,
-                                     generator=torch.Generator().manual_seed(1)),
-        "sdedit": samplers.sdedit(sd_prior, latents, strength=0.5, num_steps=4, cond=cond,
-                                  generator=torch.Generator().manual_seed(1)),
+        "ddpm": samplers.ddpm_sample(
+            sd_prior, latents, num_steps=3, cond=cond, generator=torch.Generator().manual_seed(1)
+        ),
+        "sdedit": samplers.sdedit(
+            sd_prior, latents, strength=0.5, num_steps=4, cond=cond, generator=torch.Generator().manual_seed(1)
+        ),
     }
     for name, out in outs.items():
         assert out.shape == (2, 4, 16, 16), name

@@ -50,9 +50,7 @@ def test_weight_p2_k1(gamma, expected):
 def test_weight_p2_with_k1_is_one_minus_alpha_bar_to_gamma(gamma):
     # (1 − ᾱ)^γ from the hand table: 0.1^γ, 0.5^γ, 0.8^γ
     expected = [0.1**gamma, 0.5**gamma, 0.8**gamma]
-    torch.testing.assert_close(
-        schedule.weight_p2(AC, T, gamma=gamma), torch.tensor(expected), rtol=1e-5, atol=1e-30
-    )
+    torch.testing.assert_close(schedule.weight_p2(AC, T, gamma=gamma), torch.tensor(expected), rtol=1e-5, atol=1e-30)
 
 
 def test_weight_p2_k0_is_inverse_snr():
@@ -118,8 +116,10 @@ def test_x0_from_eps_inverts_add_noise():
 
 def test_x0_from_eps_hand_case():
     # ᾱ = 0.25: x0 = (x_t − √0.75·ε) / 0.5; with x_t = 1, ε = 0 → 2
-    close(schedule.x0_from_eps(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.tensor([0.25]), 0),
-          torch.full((1, 1, 1, 1), 2.0))
+    close(
+        schedule.x0_from_eps(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.tensor([0.25]), 0),
+        torch.full((1, 1, 1, 1), 2.0),
+    )
 
 
 def test_expand_like_shapes():
