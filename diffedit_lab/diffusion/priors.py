@@ -44,12 +44,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return table[dtype]
 
 
-def _looks_local(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or os.path.sep in source.rstrip("/").split("/", 1)[0] or (
-        Path(source).expanduser().exists()
-    )
-
-
 def load_component(cls, source: str, what: str, **kwargs):
     """``cls.from_pretrained(source, **kwargs)`` with a clear message when the weights are not available."""
     src = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
@@ -82,6 +76,12 @@ class DiffusionPrior(nn.Module):
         super().__init__()
         self.scheduler = scheduler
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # ᾱ must stay float32 whatever the module is cast to: in fp16/bf16 the first ᾱ_t round to 1 (SNR = ∞).
+        out = super()._apply(fn, recurse)
+        self._buffers["alphas_cumprod"] = self.scheduler.alphas_cumprod.to(self.alphas_cumprod.device, torch.float32)
+        return out
 
     @property
     def num_train_timesteps(self) -> int:
@@ -239,7 +239,9 @@ class StableDiffusionPrior(DiffusionPrior):
         t = self._timesteps(t, batch, x_t.device)
         if cond is None:
             cond = self.encode_text([""] * batch)
-        if uncond is None or guidance_scale == 1.0:
+        if guidance_scale != 1.0 and uncond is None:
+            uncond = self.encode_text([""] * batch)
+        if guidance_scale == 1.0:
             return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.to(self.dtype)).sample.float()
         eps = self.unet(torch.cat([x_t, x_t]).to(self.dtype), torch.cat([t, t]),
                         encoder_hidden_states=torch.cat([uncond, cond]).to(self.dtype)).sample.float()
@@ -248,8 +250,10 @@ class StableDiffusionPrior(DiffusionPrior):
 
     # --- construction -----------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, source: str = SD14, dtype: str = "auto", image_size: int = 512, **kwargs: Any):
-        """Load the UNet, VAE, text encoder, tokenizer and scheduler from a hub id or a pipeline folder."""
+    def from_pretrained(cls, source: str = SD14, dtype: str = "auto", image_size: int | None = None, **kwargs: Any):
+        """Load the UNet, VAE, text encoder, tokenizer and scheduler from a hub id or a pipeline folder.
+
+        ``image_size`` defaults to the VAE's ``sample_size`` (512 for SD v1.x)."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -259,6 +263,7 @@ class StableDiffusionPrior(DiffusionPrior):
         text_encoder = load_component(CLIPTextModel, source, f"{what} text_encoder", subfolder="text_encoder")
         tokenizer = load_component(CLIPTokenizer, source, f"{what} tokenizer", subfolder="tokenizer")
         scheduler = load_component(DDPMScheduler, source, f"{what} scheduler", subfolder="scheduler")
+        image_size = int(image_size or getattr(vae.config, "sample_size", 512) or 512)
         return cls(unet, vae, text_encoder, tokenizer, scheduler, image_size=image_size, dtype=dtype, **kwargs)
 
     @classmethod

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from diffedit_lab.diffusion import schedule
+from diffedit_lab.utils.errors import UserError
 
 
 @dataclass
@@ -51,15 +52,21 @@ class ScoreDistillation(torch.nn.Module):
         super().__init__()
         self.prior = prior
         self.guidance_scale = float(guidance_scale)
+        if weighting not in schedule.WEIGHTINGS:
+            raise UserError(f"unknown SDS weighting '{weighting}'; choose one of {sorted(schedule.WEIGHTINGS)}")
+        if noise not in ("random", "zero"):
+            raise UserError(f"SDS noise must be 'random' or 'zero', got {noise!r}")
         self.weighting = weighting
         self.topk = topk
-        if noise not in ("random", "zero"):
-            raise ValueError(f"noise must be 'random' or 'zero', got {noise!r}")
         self.noise = noise
 
     def gradient(self, latents: torch.Tensor, t: torch.Tensor, prompt: str, negative_prompt: str = "",
                  eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """The (top-k sparsified) latent gradient ``w(t)·(ε̂_cfg − ε)``; no graph."""
+        return self._gradient(latents, t, prompt, negative_prompt, eps, generator)[0]
+
+    def _gradient(self, latents, t, prompt, negative_prompt, eps, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient, ‖ε̂ − ε‖² mean)."""
         batch = latents.shape[0]
         if eps is None:
             eps = (torch.zeros_like(latents) if self.noise == "zero" else
@@ -72,8 +79,7 @@ class ScoreDistillation(torch.nn.Module):
             w = schedule.loss_weight(self.weighting, self.prior.alphas_cumprod, t)
             grad = schedule.expand_like(w, latents) * (eps_hat - eps)
             grad = torch.nan_to_num(grad)
-        self._last_noise_mse = ((eps_hat - eps) ** 2).mean()
-        return topk_sparsify(grad, self.topk)
+        return topk_sparsify(grad, self.topk), ((eps_hat - eps) ** 2).mean()
 
     def forward(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
                 eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> SDSResult:
@@ -81,9 +87,8 @@ class ScoreDistillation(torch.nn.Module):
         latents = self.prior.to_model_space(images, generator=generator)
         t = torch.as_tensor(t, device=latents.device).long()
         t = t.expand(latents.shape[0]) if t.ndim == 0 else t
-        grad = self.gradient(latents, t, prompt, negative_prompt, eps=eps, generator=generator)
-        return SDSResult(loss=inject_gradient(latents, grad), grad=grad, t=t, latents=latents,
-                         noise_mse=self._last_noise_mse)
+        grad, noise_mse = self._gradient(latents, t, prompt, negative_prompt, eps, generator)
+        return SDSResult(loss=inject_gradient(latents, grad), grad=grad, t=t, latents=latents, noise_mse=noise_mse)
 
     def image_gradient(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
                        eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -142,6 +142,13 @@ def test_frozen_unless_trainable():
     assert all(p.requires_grad for p in trainable.parameters())
 
 
+def test_casting_the_prior_keeps_alpha_bar_in_fp32():
+    prior = UnconditionalPrior.tiny()
+    prior.half()
+    assert prior.alphas_cumprod.dtype == torch.float32
+    torch.testing.assert_close(prior.alphas_cumprod, prior.scheduler.alphas_cumprod.float())
+
+
 # --- Stable Diffusion prior: CFG and text cache ---------------------------------------------------------------
 
 

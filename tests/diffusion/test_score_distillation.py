@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from diffedit_lab.diffusion.score_distillation import ScoreDistillation, inject_gradient, topk_sparsify
+from diffedit_lab.utils.errors import UserError
 
 L, D = 16, 32  # tiny SD text embeddings: 16 tokens of width 32
 
@@ -95,7 +96,7 @@ def test_gradient_applies_topk(fake_prior):
 
 
 def test_invalid_noise_name():
-    with pytest.raises(ValueError, match="noise"):
+    with pytest.raises(UserError, match="noise"):
         ScoreDistillation(prior=None, noise="gaussian")
 
 
