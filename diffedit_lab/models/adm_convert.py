@@ -80,8 +80,7 @@ class ADMConfig:
             return tuple(self.channel_mult)
         if self.image_size not in ADM_DEFAULT_CHANNEL_MULT:
             raise UserError(
-                f"no default channel_mult for image_size {self.image_size}: "
-                "pass --channel-mult (e.g. 1,1,2,2,4,4)"
+                f"no default channel_mult for image_size {self.image_size}: pass --channel-mult (e.g. 1,1,2,2,4,4)"
             )
         return ADM_DEFAULT_CHANNEL_MULT[self.image_size]
 
@@ -106,13 +105,9 @@ def validate(cfg: ADMConfig) -> int:
         raise UserError("class-conditional ADM checkpoints are not supported: convert an unconditional model")
     mults = cfg.mults
     if mults[0] != 1:
-        raise UserError(
-            f"channel_mult must start with 1 (got {mults}): diffusers embeds timesteps at that width"
-        )
+        raise UserError(f"channel_mult must start with 1 (got {mults}): diffusers embeds timesteps at that width")
     if any(m * cfg.num_channels != int(m * cfg.num_channels) for m in mults):
-        raise UserError(
-            f"channel_mult {mults} times num_channels {cfg.num_channels} must give whole channels"
-        )
+        raise UserError(f"channel_mult {mults} times num_channels {cfg.num_channels} must give whole channels")
     for w in cfg.widths:
         if w % cfg.norm_num_groups:
             raise UserError(f"{w} channels are not divisible into {cfg.norm_num_groups} GroupNorm groups")
@@ -266,9 +261,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], cfg: ADMConfig) -> dic
     """ADM ``UNetModel`` state_dict -> diffusers ``UNet2DModel`` state_dict (float32)."""
     head_dim = validate(cfg)
     if any(k.startswith("label_emb") for k in state):
-        raise UserError(
-            "this ADM checkpoint is class-conditional (has label_emb): only unconditional is supported"
-        )
+        raise UserError("this ADM checkpoint is class-conditional (has label_emb): only unconditional is supported")
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     src, out = _Source(state), {}
@@ -333,6 +326,11 @@ def convert_checkpoint(
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise UserError(f"output folder '{out_dir}' is not empty: choose a new --out or pass --overwrite")
+    if not Path(checkpoint).expanduser().is_file():
+        raise UserError(
+            f"ADM checkpoint not found: '{checkpoint}' (pass --checkpoint the guided-diffusion .pt, e.g. "
+            "ffhq_p2.pt from jychoi118/P2-weighting for SDFT)"
+        )
     state = load_weights(checkpoint, "ADM (guided-diffusion) checkpoint")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
@@ -344,9 +342,7 @@ def convert_checkpoint(
         with open(tmp / "scheduler_config.json", "w") as f:
             json.dump(scheduler_config(cfg), f, indent=2)
         with open(tmp / "adm_flags.json", "w") as f:  # provenance: the flags the conversion assumed
-            json.dump(
-                {**asdict(cfg), "channel_mult": list(cfg.mults), "source": str(checkpoint)}, f, indent=2
-            )
+            json.dump({**asdict(cfg), "channel_mult": list(cfg.mults), "source": str(checkpoint)}, f, indent=2)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -92,9 +92,7 @@ class IRSEBackbone(nn.Module):
     def __init__(self, config: IRSEConfig = IRSE50) -> None:
         super().__init__()
         w0 = config.widths[0]
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.PReLU(w0)
-        )
+        self.input_layer = nn.Sequential(nn.Conv2d(3, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.PReLU(w0))
         units: list[nn.Module] = []
         in_ch = w0
         for n, width in zip(config.units, config.widths):
@@ -206,8 +204,6 @@ def build_identity(
     if not enabled:
         return None
     if weights_path is None and not tiny:
-        log.warning(
-            "identity loss/metric disabled: set identity.weights_path to model_ir_se50.pth to enable it"
-        )
+        log.warning("identity loss/metric disabled: set identity.weights_path to model_ir_se50.pth to enable it")
         return None
     return IdentityEncoder(weights_path, tiny=tiny)

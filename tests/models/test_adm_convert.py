@@ -31,9 +31,7 @@ class ResBlock(nn.Module):
     def __init__(self, ch, emb_ch, out_ch, scale_shift, up=False, down=False):
         super().__init__()
         self.scale_shift, self.up, self.down = scale_shift, up, down
-        self.in_layers = nn.Sequential(
-            nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1)
-        )
+        self.in_layers = nn.Sequential(nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_ch, out_ch * (2 if scale_shift else 1)))
         self.out_layers = nn.Sequential(
             nn.GroupNorm(GROUPS, out_ch), nn.SiLU(), nn.Dropout(0.0), nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -112,9 +110,7 @@ class EmbSequential(nn.Sequential):
 class ADMUNet(nn.Module):
     """guided-diffusion UNetModel (unconditional), written for this test."""
 
-    def __init__(
-        self, image_size, mc, mult, nrb, attn_res, head_ch, num_heads, learn_sigma, ss, updown, new_order
-    ):
+    def __init__(self, image_size, mc, mult, nrb, attn_res, head_ch, num_heads, learn_sigma, ss, updown, new_order):
         super().__init__()
         self.mc = mc
         emb = 4 * mc
@@ -152,9 +148,7 @@ class ADMUNet(nn.Module):
                     layers.append(ResBlock(ch, emb, ch, ss, up=True) if updown else Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(EmbSequential(*layers))
-        self.out = nn.Sequential(
-            nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, 6 if learn_sigma else 3, 3, 1, 1)
-        )
+        self.out = nn.Sequential(nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, 6 if learn_sigma else 3, 3, 1, 1))
 
     def forward(self, x, t):
         emb = self.time_embed(adm_timestep_embedding(t, self.mc))
@@ -307,9 +301,7 @@ def test_unsupported_options_and_mismatched_flags_are_user_errors(tmp_path, caps
     with pytest.raises(UserError, match="attention head sizes"):  # 2 heads of 32 and of 64 channels
         convert_state_dict(
             state,
-            ADMConfig(
-                **{**cfg.__dict__, "num_head_channels": -1, "num_heads": 2, "attention_resolutions": (16, 8)}
-            ),
+            ADMConfig(**{**cfg.__dict__, "num_head_channels": -1, "num_heads": 2, "attention_resolutions": (16, 8)}),
         )
 
     # Through the CLI: a one-line error and exit status 2, for a wrong output-channel flag and a missing file.
@@ -320,4 +312,4 @@ def test_unsupported_options_and_mismatched_flags_are_user_errors(tmp_path, caps
     assert err.startswith("error: ") and "--learn-sigma" in err and err.count("\n") == 1
     assert not (tmp_path / "unet").exists()  # nothing half-written
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert "ADM checkpoint not found" in capsys.readouterr().err

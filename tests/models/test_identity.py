@@ -42,9 +42,7 @@ def test_full_size_layout_matches_model_ir_se50():
         "body.3.shortcut_layer.0.weight": (128, 64, 1, 1),  # first unit of stage 2 projects 64 -> 128
         "body.23.res_layer.5.fc2.weight": (512, 32, 1, 1),
         "output_layer.3.weight": (512, 512 * 7 * 7),
-        "output_layer.4.weight": (
-            512,
-        ),  # affine BatchNorm1d, as pSp builds it (Backbone default affine=True)
+        "output_layer.4.weight": (512,),  # affine BatchNorm1d, as pSp builds it (Backbone default affine=True)
     }
     for key, shape in expected_shapes.items():
         assert tuple(sd[key].shape) == shape, key
