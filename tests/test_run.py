@@ -108,3 +108,11 @@ def test_cli_missing_weights_is_one_line(tmp_path):
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "/no/such/stylegan2.pt" in last
+
+
+@pytest.mark.parametrize("override", ["method.selection.rule=fixed_1000", "method.selection.timesteps=[100,1000]",
+                                      "method.selection.random_range=[20,1200]"])
+def test_timesteps_outside_the_teacher_schedule_are_user_errors(compose, override):
+    with pytest.raises(UserError, match="1000|1200"):
+        run(compose("stage=select", override, "method.selection.rule=random" if "random_range" in override else
+                    "method.selection.cache=false"))

@@ -39,7 +39,7 @@ class LevelsMapper(nn.Module):
     def __init__(self, dim: int = 512, levels: dict[str, bool] | None = None, num_layers: int = 4,
                  lr_mul: float = 0.01, edit_scale: float = 0.1, coarse_end: int = 4, medium_end: int = 8):
         super().__init__()
-        levels = dict(levels or {"coarse": True, "medium": True, "fine": True})
+        levels = dict({"coarse": True, "medium": True, "fine": True} if levels is None else levels)
         unknown = set(levels) - set(GROUPS)
         if unknown:
             raise UserError(f"unknown mapper level(s) {sorted(unknown)}; use {list(GROUPS)}")

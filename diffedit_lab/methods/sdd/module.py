@@ -165,6 +165,11 @@ class SDDModule(EditingMethod):
     def stage_select(self, ctx: StageContext) -> dict[str, float]:
         c = self.cfg.selection
         self.to(ctx.device)
+        num_t = self.teacher.num_train_timesteps
+        for name, ts in (("method.selection.timesteps", list(c.timesteps)),
+                         ("method.selection.random_range", list(c.random_range))):
+            if not ts or min(ts) < 0 or max(ts) >= num_t:
+                raise UserError(f"{name}={ts}: timesteps must lie in [0, {num_t - 1}] for this teacher")
         out_dir = ctx.run_dir / "selection"
         out_dir.mkdir(parents=True, exist_ok=True)
         table = None
@@ -179,6 +184,9 @@ class SDDModule(EditingMethod):
                 for path in filter(None, [self._cache_file(ctx), self._global_cache_file()]):
                     atomic_json_dump({"key": self.selection_key(), **table.to_dict()}, path)
         self.selection = sel.select(c.rule, table, score=c.score, random_range=tuple(c.random_range))
+        if max(self.selection.timesteps) >= num_t:
+            raise UserError(f"selection rule '{c.rule}' picks t={max(self.selection.timesteps)} but the teacher has "
+                            f"{num_t} timesteps (0..{num_t - 1})")
         atomic_json_dump({"rule": c.rule, "score": c.score, "prompt": self.cfg.prompt.text,
                           **self.selection.to_dict()} | ({"random_range": list(c.random_range)} if c.rule == "random"
                                                           else {}), out_dir / "selected.json")

@@ -138,6 +138,13 @@ class Selection:
                 "random_range": list(self.random_range) if self.random_range else None}
 
 
+def _goodness(score: str, values: list[float], i: int) -> float:
+    """Sampling weight for ``fit.t_sampling=weighted``: higher = better (entropy is better when LOWER)."""
+    if score == "entropy":
+        return max(values) - values[i] + 1e-12
+    return values[i]
+
+
 def needs_scan(rule: str) -> bool:
     return not (rule == "random" or rule.startswith("fixed_"))
 
@@ -154,12 +161,17 @@ def select(rule: str, table: ScoreTable | None = None, score: str = "hqs",
     """Apply a selection rule to a score table."""
     if rule == "random":
         lo, hi = (int(v) for v in random_range)
+        if not 0 <= lo <= hi:
+            raise UserError(f"selection.random_range must be [a, b], 0 <= a <= b; got {list(random_range)}")
         return Selection(timesteps=list(range(lo, hi + 1)), random_range=(lo, hi))
     if rule.startswith("fixed_"):
         try:
-            return Selection(timesteps=[int(rule.split("_", 1)[1])])
+            t = int(rule.split("_", 1)[1])
         except ValueError:
             raise UserError(f"selection rule '{rule}': expected an integer timestep, e.g. fixed_800") from None
+        if t < 0:  # a negative index would silently wrap to the end of the ᾱ table (fixed_-5 → t = T − 5)
+            raise UserError(f"selection rule '{rule}': the timestep must be >= 0")
+        return Selection(timesteps=[t])
     if table is None:
         raise UserError(f"selection rule '{rule}' needs a timestep scan: run stage=select first")
     values = table.column(score)
@@ -176,5 +188,5 @@ def select(rule: str, table: ScoreTable | None = None, score: str = "hqs",
         if not keep:
             raise UserError(f"selection rule '{rule}' keeps no timestep: {score} ranges over "
                             f"[{min(values):.4g}, {max(values):.4g}]")
-        return Selection(timesteps=[ts[i] for i in keep], weights=[values[i] for i in keep])
+        return Selection(timesteps=[ts[i] for i in keep], weights=[_goodness(score, values, i) for i in keep])
     raise UserError(f"unknown selection rule '{rule}'; use min, max, below_X, above_X, random or fixed_T")

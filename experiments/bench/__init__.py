@@ -1,0 +1,1 @@
+"""Speed benchmarks (`make bench`): see README.md in this folder."""
