@@ -42,8 +42,9 @@ def run(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     method = instantiate(cfg.method)
-    stages = method.resolve_stages(OmegaConf.to_container(cfg.stage) if isinstance(cfg.stage, DictConfig | list)
-                                   else cfg.stage)
+    stages = method.resolve_stages(
+        OmegaConf.to_container(cfg.stage) if isinstance(cfg.stage, DictConfig | list) else cfg.stage
+    )
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # logger=none: the LR monitor has nowhere to write

@@ -31,8 +31,11 @@ def compose(tmp_path, cache_dir):
 
     def _compose(*overrides: str, tiny: bool = True, out_dir: Path | None = None):
         GlobalHydra.instance().clear()
-        base = tiny_overrides(out_dir or tmp_path / "run", cache_dir) if tiny else [
-            f"paths.output_dir={out_dir or tmp_path / 'run'}", f"paths.cache_dir={cache_dir}"]
+        base = (
+            tiny_overrides(out_dir or tmp_path / "run", cache_dir)
+            if tiny
+            else [f"paths.output_dir={out_dir or tmp_path / 'run'}", f"paths.cache_dir={cache_dir}"]
+        )
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=[*base, *overrides])
 

@@ -10,8 +10,22 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONF, ROOT
 
-GROUPS = ["method", "data", "prior", "generator", "clip", "identity", "prompt", "trainer", "logger", "callbacks",
-          "paths", "debug", "experiment", "hparams_search"]
+GROUPS = [
+    "method",
+    "data",
+    "prior",
+    "generator",
+    "clip",
+    "identity",
+    "prompt",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "debug",
+    "experiment",
+    "hparams_search",
+]
 
 
 def options(group: str) -> list[str]:
@@ -46,9 +60,14 @@ def test_misspelled_key_fails_loudly(compose):
 
 
 def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffedit_lab", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1",
-                                                "WANDB_MODE": "disabled"})
+    return subprocess.run(
+        [sys.executable, "-m", "diffedit_lab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+    )
 
 
 def test_cli_help_lists_groups():

@@ -76,8 +76,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkey
 
 def _cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "diffedit_lab", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "diffedit_lab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
@@ -87,32 +93,66 @@ def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["select/num_selected"] >= 1 and metrics["eval/num_images"] == 4
-    for rel in ["config_resolved.yaml", "mapper.pt", "checkpoints/last.ckpt", "selection/scores.png",
-                "selection/selected.json", "edit/grid.png", "edit/photos/astronaut_edited.png", "csv/metrics.csv"]:
+    for rel in [
+        "config_resolved.yaml",
+        "mapper.pt",
+        "checkpoints/last.ckpt",
+        "selection/scores.png",
+        "selection/selected.json",
+        "edit/grid.png",
+        "edit/photos/astronaut_edited.png",
+        "csv/metrics.csv",
+    ]:
         assert (out / rel).is_file(), rel
     assert list((out / "images").glob("before_after_step*.png"))
 
 
 def test_cli_missing_codes_file_is_one_line(tmp_path, cache_dir):
     missing = tmp_path / "nope" / "codes.pt"
-    res = _cli(["experiment=demo", f"data.codes={missing}", f"hydra.run.dir={tmp_path / 'r'}",
-                f"paths.cache_dir={cache_dir}", "logger=none", "stage=select"])
+    res = _cli(
+        [
+            "experiment=demo",
+            f"data.codes={missing}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+            f"paths.cache_dir={cache_dir}",
+            "logger=none",
+            "stage=select",
+        ]
+    )
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and str(missing) in last
 
 
 def test_cli_missing_weights_is_one_line(tmp_path):
-    res = _cli(["generator.checkpoint=/no/such/stylegan2.pt", "prior=tiny_sd", "stage=edit", "logger=none",
-                f"hydra.run.dir={tmp_path / 'r'}"])
+    res = _cli(
+        [
+            "generator.checkpoint=/no/such/stylegan2.pt",
+            "prior=tiny_sd",
+            "stage=edit",
+            "logger=none",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ]
+    )
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "/no/such/stylegan2.pt" in last
 
 
-@pytest.mark.parametrize("override", ["method.selection.rule=fixed_1000", "method.selection.timesteps=[100,1000]",
-                                      "method.selection.random_range=[20,1200]"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "method.selection.rule=fixed_1000",
+        "method.selection.timesteps=[100,1000]",
+        "method.selection.random_range=[20,1200]",
+    ],
+)
 def test_timesteps_outside_the_teacher_schedule_are_user_errors(compose, override):
     with pytest.raises(UserError, match="1000|1200"):
-        run(compose("stage=select", override, "method.selection.rule=random" if "random_range" in override else
-                    "method.selection.cache=false"))
+        run(
+            compose(
+                "stage=select",
+                override,
+                "method.selection.rule=random" if "random_range" in override else "method.selection.cache=false",
+            )
+        )

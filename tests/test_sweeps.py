@@ -12,8 +12,14 @@ from tests.helpers import ROOT, tiny_overrides
 
 def _multirun(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "diffedit_lab", "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "diffedit_lab", "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _tiny(out, cache_dir) -> list[str]:
@@ -40,14 +46,26 @@ def test_selection_ablation_writes_comparison_table(tmp_path, cache_dir):
 
 def test_optuna_sweep_runs(tmp_path, cache_dir):
     out = tmp_path / "optuna"
-    res = _multirun(["experiment=demo", "hparams_search=sdd_optuna", "hydra.sweeper.n_trials=2",
-                     "hydra.sweeper.sampler.n_startup_trials=1", *_tiny(out, cache_dir)])
+    res = _multirun(
+        [
+            "experiment=demo",
+            "hparams_search=sdd_optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1",
+            *_tiny(out, cache_dir),
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "optimization_results.yaml").is_file()
 
 
 def test_slurm_launcher_config_composes():
-    res = subprocess.run([sys.executable, "-m", "diffedit_lab", "hydra/launcher=slurm", "--cfg", "hydra"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "diffedit_lab", "hydra/launcher=slurm", "--cfg", "hydra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "submitit_slurm" in res.stdout or "SlurmLauncher" in res.stdout

@@ -17,5 +17,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None):
         # Our checkpoints hold only tensors and plain containers (+ Lightning's own metadata).
-        return super().load_checkpoint(path, map_location=map_location, weights_only=False if weights_only is None
-                                       else weights_only)
+        return super().load_checkpoint(
+            path, map_location=map_location, weights_only=False if weights_only is None else weights_only
+        )

@@ -134,9 +134,7 @@ class ImageDataModule(L.LightningDataModule):
         """Hook for subclasses that create their root on first use (bundled samples)."""
 
     def _layout_error(self, problem: str) -> UserError:
-        return UserError(
-            _one_line(f"{problem}; {self.layout_hint} (set data.root=<dir> or paths.data_dir=<dir>)")
-        )
+        return UserError(_one_line(f"{problem}; {self.layout_hint} (set data.root=<dir> or paths.data_dir=<dir>)"))
 
     def _check_root(self) -> Path:
         if self.root is None:
@@ -205,9 +203,7 @@ class ImageDataModule(L.LightningDataModule):
         self.num_skipped = len(checker.bad)
         self.skipped_examples = sorted(checker.bad)[:3]
         if self.num_skipped:
-            log.warning(
-                "skipped %d unreadable files (e.g. %s)", self.num_skipped, ", ".join(self.skipped_examples)
-            )
+            log.warning("skipped %d unreadable files (e.g. %s)", self.num_skipped, ", ".join(self.skipped_examples))
         if not any(len(ds) for ds in datasets.values()):
             if self.num_skipped:
                 raise self._layout_error(

@@ -62,9 +62,18 @@ def load_codes(path: str | Path) -> torch.Tensor:
 
 
 class LatentCodesDataModule(LightningDataModule):
-    def __init__(self, codes: str | None = None, test_codes: str | None = None, num_train: int = 100000,
-                 num_test: int = 100, test_size: int = 100, batch_size: int = 2, eval_batch_size: int = 8,
-                 num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        codes: str | None = None,
+        test_codes: str | None = None,
+        num_train: int = 100000,
+        num_test: int = 100,
+        test_size: int = 100,
+        batch_size: int = 2,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.train_set: Dataset | None = None
@@ -94,14 +103,20 @@ class LatentCodesDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers,
-                          generator=torch.Generator().manual_seed(int(self.hparams.seed)))
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.hparams.num_workers,
+            generator=torch.Generator().manual_seed(int(self.hparams.seed)),
+        )
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.test_set, batch_size=self.hparams.eval_batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.test_set, batch_size=self.hparams.eval_batch_size, shuffle=False, num_workers=self.hparams.num_workers
+        )
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

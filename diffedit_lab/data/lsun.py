@@ -34,9 +34,7 @@ def _open_shared_env(root: Path):
     with _ENVS_LOCK:
         if key not in _ENVS:
             try:
-                _ENVS[key] = lmdb.open(
-                    key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256
-                )
+                _ENVS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256)
             except lmdb.Error as exc:
                 raise UserError(f"cannot open LMDB '{root}': {exc} (expected <root>/data.mdb)") from exc
         return _ENVS[key]

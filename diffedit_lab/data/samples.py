@@ -61,9 +61,7 @@ class SampleImagesDataModule(ImageDataModule):
     """ImageDataModule over the bundled photos; ``names`` picks which (default: all of SAMPLE_NAMES)."""
 
     def __init__(self, root: str | os.PathLike, names: Sequence[str] | None = None, **kwargs):
-        kwargs.setdefault(
-            "layout_hint", "bundled scikit-image photos are written to <root>/<name>.png on first use"
-        )
+        kwargs.setdefault("layout_hint", "bundled scikit-image photos are written to <root>/<name>.png on first use")
         super().__init__(root=root, **kwargs)
         self.names = tuple(names) if names else SAMPLE_NAMES
         unknown = [n for n in self.names if n not in SAMPLE_NAMES]

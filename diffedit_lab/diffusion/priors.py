@@ -37,8 +37,14 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         return dtype
     if dtype in (None, "auto"):
         return torch.float16 if torch.cuda.is_available() else torch.float32
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype not in table:
         raise UserError(f"unknown dtype '{dtype}'; use auto, fp32, fp16 or bf16")
     return table[dtype]
@@ -108,8 +114,15 @@ class DiffusionPrior(nn.Module):
 class UnconditionalPrior(DiffusionPrior):
     """Pixel-space ``UNet2DModel`` prior; ε-prediction, optionally with learned variance."""
 
-    def __init__(self, unet: nn.Module, scheduler: Any, dtype: str | torch.dtype | None = "fp32",
-                 channels_last: bool = False, gradient_checkpointing: bool = False, trainable: bool = False):
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler: Any,
+        dtype: str | torch.dtype | None = "fp32",
+        channels_last: bool = False,
+        gradient_checkpointing: bool = False,
+        trainable: bool = False,
+    ):
         super().__init__(scheduler)
         self.unet = cast(unet, resolve_dtype(dtype))
         if channels_last:
@@ -162,9 +175,14 @@ class UnconditionalPrior(DiffusionPrior):
 
         torch.manual_seed(seed)
         unet = UNet2DModel(
-            sample_size=image_size, in_channels=3, out_channels=6 if learned_variance else 3,
-            block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            sample_size=image_size,
+            in_channels=3,
+            out_channels=6 if learned_variance else 3,
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
             attention_head_dim=8,
         )
         return cls(unet, DDPMScheduler(num_train_timesteps=1000), dtype="fp32", **kwargs)
@@ -177,9 +195,18 @@ class UnconditionalPrior(DiffusionPrior):
 class StableDiffusionPrior(DiffusionPrior):
     """Stable Diffusion as a frozen, text-conditional prior in the VAE latent space."""
 
-    def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, scheduler: Any,
-                 image_size: int = 512, dtype: str | torch.dtype | None = "auto", attention_slicing: bool = False,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        scheduler: Any,
+        image_size: int = 512,
+        dtype: str | torch.dtype | None = "auto",
+        attention_slicing: bool = False,
+        channels_last: bool = False,
+    ):
         super().__init__(scheduler)
         torch_dtype = resolve_dtype(dtype)
         self.unet = freeze(cast(unet, torch_dtype))
@@ -209,8 +236,13 @@ class StableDiffusionPrior(DiffusionPrior):
         device = self.alphas_cumprod.device
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
-            tokens = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                    truncation=True, return_tensors="pt")
+            tokens = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
             emb = self.text_encoder(tokens.input_ids.to(device))[0]
             for p, e in zip(missing, emb):
                 self._text_cache[p] = e
@@ -232,8 +264,15 @@ class StableDiffusionPrior(DiffusionPrior):
         return self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample.float()
 
     # --- ε prediction -----------------------------------------------------------------------------------------
-    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor | None = None,
-                    uncond: torch.Tensor | None = None, guidance_scale: float = 1.0, **_: Any) -> torch.Tensor:
+    def predict_eps(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: torch.Tensor | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        **_: Any,
+    ) -> torch.Tensor:
         """ε̂ with classifier-free guidance: ε̂_u + s·(ε̂_c − ε̂_u); ``cond``/``uncond`` are (B, L, D) embeddings."""
         batch = x_t.shape[0]
         t = self._timesteps(t, batch, x_t.device)
@@ -243,8 +282,11 @@ class StableDiffusionPrior(DiffusionPrior):
             uncond = self.encode_text([""] * batch)
         if guidance_scale == 1.0:
             return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.to(self.dtype)).sample.float()
-        eps = self.unet(torch.cat([x_t, x_t]).to(self.dtype), torch.cat([t, t]),
-                        encoder_hidden_states=torch.cat([uncond, cond]).to(self.dtype)).sample.float()
+        eps = self.unet(
+            torch.cat([x_t, x_t]).to(self.dtype),
+            torch.cat([t, t]),
+            encoder_hidden_states=torch.cat([uncond, cond]).to(self.dtype),
+        ).sample.float()
         eps_uncond, eps_cond = eps.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
@@ -274,25 +316,48 @@ class StableDiffusionPrior(DiffusionPrior):
 
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=image_size // 2, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-            layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+            sample_size=image_size // 2,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=4,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(16, 32),
+            norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
             sample_size=image_size,
         )
         tokenizer = tiny_clip_tokenizer()
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ))
-        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                  beta_schedule="scaled_linear", clip_sample=False)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        scheduler = DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+        )
         kwargs.setdefault("dtype", "fp32")
         return cls(unet, vae, text_encoder, tokenizer, scheduler, image_size=image_size, **kwargs)
 

@@ -32,9 +32,17 @@ def _bar(iterable, progress: bool, desc: str):
 
 
 @torch.no_grad()
-def ddim_sample(prior, x_t: torch.Tensor, num_steps: int = 50, eta: float = 0.0, start_step: int = 0,
-                generator: torch.Generator | None = None, progress: bool = False,
-                cond: dict[str, Any] | None = None, clip_sample: bool | None = None) -> torch.Tensor:
+def ddim_sample(
+    prior,
+    x_t: torch.Tensor,
+    num_steps: int = 50,
+    eta: float = 0.0,
+    start_step: int = 0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    cond: dict[str, Any] | None = None,
+    clip_sample: bool | None = None,
+) -> torch.Tensor:
     """Run DDIM from ``x_t`` (noise at ``timesteps[start_step]``) down to x₀; η = 0 is deterministic."""
     sched = _scheduler(prior, "ddim", num_steps, clip_sample)
     x = x_t
@@ -45,8 +53,14 @@ def ddim_sample(prior, x_t: torch.Tensor, num_steps: int = 50, eta: float = 0.0,
 
 
 @torch.no_grad()
-def ddim_invert(prior, x0: torch.Tensor, num_steps: int = 50, end_step: int | None = None, progress: bool = False,
-                cond: dict[str, Any] | None = None) -> torch.Tensor:
+def ddim_invert(
+    prior,
+    x0: torch.Tensor,
+    num_steps: int = 50,
+    end_step: int | None = None,
+    progress: bool = False,
+    cond: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """Deterministic DDIM inversion x₀ → x_T (or to ``timesteps[end_step]`` of the matching DDIM schedule).
 
     Pairs with :func:`ddim_sample` over the same ``num_steps``: inverting ``k`` steps and then sampling from
@@ -63,8 +77,14 @@ def ddim_invert(prior, x0: torch.Tensor, num_steps: int = 50, end_step: int | No
 
 
 @torch.no_grad()
-def ddpm_sample(prior, x_t: torch.Tensor, num_steps: int = 1000, generator: torch.Generator | None = None,
-                progress: bool = False, cond: dict[str, Any] | None = None) -> torch.Tensor:
+def ddpm_sample(
+    prior,
+    x_t: torch.Tensor,
+    num_steps: int = 1000,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    cond: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """Ancestral DDPM sampling (learned variance is ignored: the scheduler's fixed-small variance is used)."""
     sched = _scheduler(prior, "ddpm", num_steps)
     x = x_t
@@ -75,9 +95,16 @@ def ddpm_sample(prior, x_t: torch.Tensor, num_steps: int = 1000, generator: torc
 
 
 @torch.no_grad()
-def sdedit(prior, x0: torch.Tensor, strength: float = 0.5, num_steps: int = 50, eta: float = 0.0,
-           generator: torch.Generator | None = None, progress: bool = False,
-           cond: dict[str, Any] | None = None) -> torch.Tensor:
+def sdedit(
+    prior,
+    x0: torch.Tensor,
+    strength: float = 0.5,
+    num_steps: int = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    cond: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """SDEdit (Meng et al.): noise x₀ to the point ``strength`` ∈ (0, 1] of the DDIM schedule, then denoise.
 
     ``strength = 0.5`` with 40 steps starts at the middle of the 40-step schedule (SDFT's translation setting).
@@ -90,5 +117,6 @@ def sdedit(prior, x0: torch.Tensor, strength: float = 0.5, num_steps: int = 50, 
     t_start = sched.timesteps[start]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = prior.add_noise(x0, noise, t_start.expand(x0.shape[0]))
-    return ddim_sample(prior, x_t, num_steps=num_steps, eta=eta, start_step=start, generator=generator,
-                       progress=progress, cond=cond)
+    return ddim_sample(
+        prior, x_t, num_steps=num_steps, eta=eta, start_step=start, generator=generator, progress=progress, cond=cond
+    )

@@ -47,8 +47,14 @@ class ScoreDistillation(torch.nn.Module):
     """SDS gradient from a :class:`~diffedit_lab.diffusion.priors.StableDiffusionPrior` (or any prior whose
     ``predict_eps`` takes ``cond``/``uncond``/``guidance_scale``)."""
 
-    def __init__(self, prior, guidance_scale: float = 100.0, weighting: str = "one_minus_alpha",
-                 topk: int | None = None, noise: str = "random"):
+    def __init__(
+        self,
+        prior,
+        guidance_scale: float = 100.0,
+        weighting: str = "one_minus_alpha",
+        topk: int | None = None,
+        noise: str = "random",
+    ):
         super().__init__()
         self.prior = prior
         self.guidance_scale = float(guidance_scale)
@@ -60,8 +66,15 @@ class ScoreDistillation(torch.nn.Module):
         self.topk = topk
         self.noise = noise
 
-    def gradient(self, latents: torch.Tensor, t: torch.Tensor, prompt: str, negative_prompt: str = "",
-                 eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def gradient(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        prompt: str,
+        negative_prompt: str = "",
+        eps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """The (top-k sparsified) latent gradient ``w(t)·(ε̂_cfg − ε)``; no graph."""
         return self._gradient(latents, t, prompt, negative_prompt, eps, generator)[0]
 
@@ -69,8 +82,11 @@ class ScoreDistillation(torch.nn.Module):
         """(gradient, ‖ε̂ − ε‖² mean)."""
         batch = latents.shape[0]
         if eps is None:
-            eps = (torch.zeros_like(latents) if self.noise == "zero" else
-                   torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype))
+            eps = (
+                torch.zeros_like(latents)
+                if self.noise == "zero"
+                else torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            )
         with torch.no_grad():
             z_t = self.prior.add_noise(latents.detach(), eps, t)
             cond = self.prior.encode_text([prompt] * batch)
@@ -81,8 +97,15 @@ class ScoreDistillation(torch.nn.Module):
             grad = torch.nan_to_num(grad)
         return topk_sparsify(grad, self.topk), ((eps_hat - eps) ** 2).mean()
 
-    def forward(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
-                eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> SDSResult:
+    def forward(
+        self,
+        images: torch.Tensor,
+        t: torch.Tensor | int,
+        prompt: str,
+        negative_prompt: str = "",
+        eps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SDSResult:
         """Encode ``images`` ([-1, 1]) and return the SDS loss attached to the graph of ``images``."""
         latents = self.prior.to_model_space(images, generator=generator)
         t = torch.as_tensor(t, device=latents.device).long()
@@ -90,8 +113,15 @@ class ScoreDistillation(torch.nn.Module):
         grad, noise_mse = self._gradient(latents, t, prompt, negative_prompt, eps, generator)
         return SDSResult(loss=inject_gradient(latents, grad), grad=grad, t=t, latents=latents, noise_mse=noise_mse)
 
-    def image_gradient(self, images: torch.Tensor, t: torch.Tensor | int, prompt: str, negative_prompt: str = "",
-                       eps: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def image_gradient(
+        self,
+        images: torch.Tensor,
+        t: torch.Tensor | int,
+        prompt: str,
+        negative_prompt: str = "",
+        eps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """∂L_SDS/∂x at the image: the signal SDD's timestep selection scores (entropy, ℓ1, HQS)."""
         x = images.detach().requires_grad_(True)
         with torch.enable_grad():

@@ -82,9 +82,7 @@ def build_feature_extractor(feature: FeatureSpec = "inception", weights_path: st
         return TinyFeatureExtractor()
     if isinstance(feature, int) or (isinstance(feature, str) and feature.isdigit()):
         return build_inception(int(feature), weights_path)
-    raise UserError(
-        f"fid.feature must be 'inception', 'tiny', one of {INCEPTION_DIMS} or a module; got {feature!r}"
-    )
+    raise UserError(f"fid.feature must be 'inception', 'tiny', one of {INCEPTION_DIMS} or a module; got {feature!r}")
 
 
 def feature_id(extractor: nn.Module) -> str:
@@ -92,9 +90,7 @@ def feature_id(extractor: nn.Module) -> str:
     return getattr(extractor, "feature_id", type(extractor).__name__)
 
 
-def build_fid(
-    feature: FeatureSpec = "inception", weights_path: str | None = None
-) -> FrechetInceptionDistance:
+def build_fid(feature: FeatureSpec = "inception", weights_path: str | None = None) -> FrechetInceptionDistance:
     """FID fed uint8 images; real statistics survive ``reset()`` so one reference pass serves many evals."""
     extractor = build_feature_extractor(feature, weights_path)
     return FrechetInceptionDistance(feature=extractor, reset_real_features=False, input_img_size=(3, 32, 32))

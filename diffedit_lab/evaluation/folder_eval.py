@@ -53,9 +53,7 @@ def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor | None:
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
 
 
-def _batches(
-    paths: Sequence[Path], size: tuple[int, int], batch_size: int, stats: dict
-) -> Iterator[torch.Tensor]:
+def _batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int, stats: dict) -> Iterator[torch.Tensor]:
     for start in range(0, len(paths), batch_size):
         images = [load_image(p, size) for p in paths[start : start + batch_size]]
         stats["n_unreadable"] += sum(i is None for i in images)

@@ -43,9 +43,7 @@ def resolve_hub_file(what: str, filename: str, url: str, path: str | None, confi
         return cached
     advice = f"download {url} and set {config_key}=<path>, or copy it to '{cached}'"
     if offline_mode():
-        raise UserError(
-            f"{what}: '{filename}' is not in the torch hub cache and HF_HUB_OFFLINE is set; {advice}"
-        )
+        raise UserError(f"{what}: '{filename}' is not in the torch hub cache and HF_HUB_OFFLINE is set; {advice}")
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
 

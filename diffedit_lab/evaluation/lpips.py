@@ -41,16 +41,12 @@ def build_lpips_net(net_type: str = "alex", backbone_weights_path: str | None = 
         raise UserError(f"lpips.net_type must be one of {sorted(BACKBONES)}, got '{net_type}'")
     arch, filename = BACKBONES[net_type]
     url = f"https://download.pytorch.org/models/{filename}"
-    path = resolve_hub_file(
-        f"LPIPS {arch} backbone", filename, url, backbone_weights_path, "lpips.backbone_path"
-    )
+    path = resolve_hub_file(f"LPIPS {arch} backbone", filename, url, backbone_weights_path, "lpips.backbone_path")
     tv = getattr(torchvision.models, arch)(weights=None)
     try:
         tv.load_state_dict(load_weights(path, f"LPIPS {arch} backbone"))
     except RuntimeError as exc:
-        raise UserError(
-            f"LPIPS backbone '{path}' is not a torchvision {arch} checkpoint ({filename})"
-        ) from exc
+        raise UserError(f"LPIPS backbone '{path}' is not a torchvision {arch} checkpoint ({filename})") from exc
     lpips = _NoTrainLpips(net=net_type, pnet_rand=True)  # random backbone now, real weights copied below
     for piece in _slices(lpips.net):
         for index, module in piece.named_children():

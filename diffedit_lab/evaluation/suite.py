@@ -106,16 +106,10 @@ class MetricSuite(nn.Module):
         self._cache = RealStatsCache(real_stats_dir) if real_stats_dir else None
         self._cache_key = (dataset_name or "dataset", resolution or 0)
         if self._cache and (dataset_name is None or resolution is None):
-            raise UserError(
-                "real_stats_dir needs dataset_name and resolution: they key the cached statistics"
-            )
+            raise UserError("real_stats_dir needs dataset_name and resolution: they key the cached statistics")
         self.cached_real: set[str] = set()
         for name in UNPAIRED:
-            if (
-                self._cache
-                and name in self.metrics
-                and self._cache.load_into(self.metrics[name], *self._cache_key)
-            ):
+            if self._cache and name in self.metrics and self._cache.load_into(self.metrics[name], *self._cache_key):
                 self.cached_real.add(name)
 
     # ------------------------------------------------------------------------------------- building
@@ -141,9 +135,7 @@ class MetricSuite(nn.Module):
         if name == "identity":
             if o["identity_encoder"] is None:
                 raise UserError("metric 'identity' needs identity_encoder (a face-embedding network config)")
-            return IdentitySimilarity(
-                self._shared_module("identity", lambda: _maybe_call(o["identity_encoder"]))
-            )
+            return IdentitySimilarity(self._shared_module("identity", lambda: _maybe_call(o["identity_encoder"])))
         if o["clip"] is None:
             raise UserError(f"metric '{name}' needs a CLIP model: set the suite's clip (e.g. clip=vit_b32)")
         clip = self._shared_module("clip", lambda: _maybe_call(o["clip"]))
@@ -231,9 +223,7 @@ class MetricSuite(nn.Module):
             n_fake = sum(len(f) for f in metric.fake_features)
             metric.subset_size = min(self._opts["kid_subset_size"], n_real, n_fake)
         if min(n_real, n_fake) < 2:
-            log.warning(
-                "metric '%s' skipped: needs >= 2 real and fake images (got %d, %d)", name, n_real, n_fake
-            )
+            log.warning("metric '%s' skipped: needs >= 2 real and fake images (got %d, %d)", name, n_real, n_fake)
             return False
         return True
 

@@ -123,9 +123,7 @@ class CLIPGuide(nn.Module):
         for t in self.templates:
             if "{}" not in t:
                 raise UserError(f"clip.templates entry '{t}' has no '{{}}' placeholder for the text")
-        model, tokenizer_name, mean, std = self._build(
-            model_name, pretrained, tiny, precision, cache_dir, seed
-        )
+        model, tokenizer_name, mean, std = self._build(model_name, pretrained, tiny, precision, cache_dir, seed)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(tokenizer_name)
         self.name = "tiny" if tiny else f"{model_name}/{pretrained}"
@@ -152,9 +150,7 @@ class CLIPGuide(nn.Module):
                 "'local-dir:<dir>', or set clip.tiny=true for a random test model"
             )
         if open_clip.get_model_config(model_name) is None:
-            raise UserError(
-                f"clip.model_name='{model_name}' is not an open_clip model (see open_clip.list_models())"
-            )
+            raise UserError(f"clip.model_name='{model_name}' is not an open_clip model (see open_clip.list_models())")
         if os.path.isfile(os.path.expanduser(pretrained)):
             model = open_clip.create_model(model_name, pretrained=None, precision=precision)
             _load_file(model, os.path.expanduser(pretrained), f"CLIP {model_name} weights")
@@ -239,9 +235,7 @@ class CLIPGuide(nn.Module):
 
 
 def _dtype(precision: str) -> torch.dtype:
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        precision, torch.float32
-    )
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
 
 def _load_file(model: nn.Module, path: str, what: str) -> None:
@@ -255,9 +249,7 @@ def _load_file(model: nn.Module, path: str, what: str) -> None:
         model.load_state_dict(convert_state_dict(model, state), strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
-        raise UserError(
-            f"{what}: '{path}' does not match the model architecture: {first[0].strip()}"
-        ) from exc
+        raise UserError(f"{what}: '{path}' does not match the model architecture: {first[0].strip()}") from exc
 
 
 def _load_local_dir(spec: str, precision: str):
@@ -270,20 +262,14 @@ def _load_local_dir(spec: str, precision: str):
             f"weights file such as {WEIGHTS_FILE} (see diffedit_lab.guidance.clip.save_local_dir)"
         )
     try:
-        model = open_clip.create_model(
-            f"{LOCAL_DIR}{directory}", precision=precision, require_pretrained=True
-        )
+        model = open_clip.create_model(f"{LOCAL_DIR}{directory}", precision=precision, require_pretrained=True)
     except Exception as exc:
-        raise UserError(
-            f"cannot load CLIP from '{LOCAL_DIR}{directory}': {type(exc).__name__}: {exc}"
-        ) from exc
+        raise UserError(f"cannot load CLIP from '{LOCAL_DIR}{directory}': {type(exc).__name__}: {exc}") from exc
     pre = json.loads(config.read_text()).get("preprocess_cfg", {})
     return model, f"{LOCAL_DIR}{directory}", pre.get("mean", CLIP_MEAN), pre.get("std", CLIP_STD)
 
 
-def save_local_dir(
-    guide: CLIPGuide, directory: str | os.PathLike, model_cfg: dict[str, Any] | None = None
-) -> str:
+def save_local_dir(guide: CLIPGuide, directory: str | os.PathLike, model_cfg: dict[str, Any] | None = None) -> str:
     """Write ``guide`` in open_clip's local-dir layout and return the ``local-dir:`` string that loads it.
 
     ``model_cfg`` defaults to the tiny config; pass the architecture's config for other models.

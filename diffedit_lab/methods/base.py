@@ -57,8 +57,11 @@ class EditingMethod(LightningModule):
             if cfg is None:
                 self._frozen[name] = None
             else:
-                cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) if not isinstance(
-                    cfg, DictConfig) else cfg.copy()
+                cfg = (
+                    OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+                    if not isinstance(cfg, DictConfig)
+                    else cfg.copy()
+                )
                 for key in pop_keys:
                     cfg.pop(key, None)
                 obj = instantiate(cfg)
@@ -83,16 +86,24 @@ class EditingMethod(LightningModule):
         stages = [stage] if isinstance(stage, str) else list(stage)
         for s in stages:
             if s not in self.STAGES:
-                raise UserError(f"method '{type(self).__name__}' has no stage '{s}'; its stages are "
-                                f"{list(self.STAGES)}")
+                raise UserError(
+                    f"method '{type(self).__name__}' has no stage '{s}'; its stages are {list(self.STAGES)}"
+                )
         return stages
 
     def run_stage(self, stage: str, ctx: StageContext) -> dict[str, float]:
         log.info("stage %s", stage)
         return getattr(self, f"stage_{stage}")(ctx) or {}
 
-    def evaluate_folder(self, ctx: StageContext, folder_cfg, clip=None, identity=None, src_text: str | None = None,
-                        tgt_text: str | None = None) -> dict[str, float]:
+    def evaluate_folder(
+        self,
+        ctx: StageContext,
+        folder_cfg,
+        clip=None,
+        identity=None,
+        src_text: str | None = None,
+        tgt_text: str | None = None,
+    ) -> dict[str, float]:
         """``stage=eval`` on any outputs: score ``folder.pred`` against ``folder.ref`` (paired when names match).
 
         Works for images made by any tool, so results of other methods can be scored with the same metrics.
@@ -102,12 +113,24 @@ class EditingMethod(LightningModule):
 
         if not folder_cfg.get("ref"):
             raise UserError("eval.folder.pred is set but eval.folder.ref is not: give the reference/source folder")
-        suite = MetricSuite(list(folder_cfg.metrics), fid_feature=folder_cfg.get("fid_feature", "inception"),
-                            fid_weights_path=folder_cfg.get("fid_weights_path"),
-                            lpips_backbone_path=folder_cfg.get("lpips_backbone_path"),
-                            clip=clip, src_text=src_text, tgt_text=tgt_text, identity_encoder=identity)
-        result = evaluate_folders(folder_cfg.pred, folder_cfg.ref, suite, resolution=folder_cfg.resolution,
-                                  batch_size=int(folder_cfg.get("batch_size", 16)), device=ctx.device)
+        suite = MetricSuite(
+            list(folder_cfg.metrics),
+            fid_feature=folder_cfg.get("fid_feature", "inception"),
+            fid_weights_path=folder_cfg.get("fid_weights_path"),
+            lpips_backbone_path=folder_cfg.get("lpips_backbone_path"),
+            clip=clip,
+            src_text=src_text,
+            tgt_text=tgt_text,
+            identity_encoder=identity,
+        )
+        result = evaluate_folders(
+            folder_cfg.pred,
+            folder_cfg.ref,
+            suite,
+            resolution=folder_cfg.resolution,
+            batch_size=int(folder_cfg.get("batch_size", 16)),
+            device=ctx.device,
+        )
         metrics = {f"eval/{k}": float(v) for k, v in result.items()}
         self.write_metrics(ctx, metrics)
         return metrics

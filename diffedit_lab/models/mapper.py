@@ -36,8 +36,16 @@ class GroupMapper(nn.Module):
 class LevelsMapper(nn.Module):
     """``forward(w) -> Δ`` of the same shape (B, n_latent, dim); ``edit(w) = w + edit_scale · Δ``."""
 
-    def __init__(self, dim: int = 512, levels: dict[str, bool] | None = None, num_layers: int = 4,
-                 lr_mul: float = 0.01, edit_scale: float = 0.1, coarse_end: int = 4, medium_end: int = 8):
+    def __init__(
+        self,
+        dim: int = 512,
+        levels: dict[str, bool] | None = None,
+        num_layers: int = 4,
+        lr_mul: float = 0.01,
+        edit_scale: float = 0.1,
+        coarse_end: int = 4,
+        medium_end: int = 8,
+    ):
         super().__init__()
         levels = dict({"coarse": True, "medium": True, "fine": True} if levels is None else levels)
         unknown = set(levels) - set(GROUPS)

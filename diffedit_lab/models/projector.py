@@ -65,9 +65,7 @@ def _initial_codes(
         try:
             return init.detach().to(w_mean).expand(shape).clone()
         except RuntimeError as exc:
-            raise UserError(
-                f"projector init codes of shape {tuple(init.shape)} do not broadcast to {shape}"
-            ) from exc
+            raise UserError(f"projector init codes of shape {tuple(init.shape)} do not broadcast to {shape}") from exc
     if init == "mean":
         return w_mean.reshape(1, 1, -1).expand(shape).clone()
     raise UserError(f"projector init must be 'mean' or a W+ tensor, got '{init}'")

@@ -247,9 +247,7 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(
-        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
 
 
@@ -309,9 +307,7 @@ class StyleGAN2Generator(nn.Module):
         self.channels = table
         self.crop = self._check_crop(crop, size)
 
-        mlp = [
-            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)
-        ]
+        mlp = [EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)]
         self.style = nn.Sequential(PixelNorm(), *mlp)
         self.input = ConstantInput(table[4])
         self.conv1 = StyledConv(table[4], table[4], 3, style_dim, blur_kernel=blur_kernel)
@@ -342,9 +338,7 @@ class StyleGAN2Generator(nn.Module):
             return None
         crop = tuple(int(c) for c in crop)
         if len(crop) != 4 or min(crop) < 0 or crop[0] + crop[1] >= size or crop[2] + crop[3] >= size:
-            raise UserError(
-                f"generator crop must be 4 non-negative pixels (top, bottom, left, right), got {crop}"
-            )
+            raise UserError(f"generator crop must be 4 non-negative pixels (top, bottom, left, right), got {crop}")
         return crop  # type: ignore[return-value]
 
     @property
@@ -422,9 +416,7 @@ class StyleGAN2Generator(nn.Module):
         if w_plus.ndim == 2:
             w_plus = w_plus.unsqueeze(1).expand(-1, self.n_latent, -1)
         if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.style_dim):
-            raise ValueError(
-                f"expected W+ of shape (B, {self.n_latent}, {self.style_dim}), got {tuple(w_plus.shape)}"
-            )
+            raise ValueError(f"expected W+ of shape (B, {self.n_latent}, {self.style_dim}), got {tuple(w_plus.shape)}")
         noises = self._noises(noise_mode, noise)
         out = self.conv1(self.input(w_plus.shape[0]), w_plus[:, 0], noise=noises[0])
         skip = self.to_rgb1(out, w_plus[:, 1])

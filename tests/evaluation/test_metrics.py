@@ -121,9 +121,7 @@ def test_clip_score_scaled():
 def test_suite_edit_metrics_with_tiny_clip():
     from diffedit_lab.guidance.clip import CLIPGuide
 
-    suite = MetricSuite(
-        ["clip_dir", "clip_score"], clip=lambda: CLIPGuide(tiny=True), src_text="a", tgt_text="b"
-    )
+    suite = MetricSuite(["clip_dir", "clip_score"], clip=lambda: CLIPGuide(tiny=True), src_text="a", tgt_text="b")
     assert suite.metrics["clip_dir"].clip is suite.metrics["clip_score"].clip  # built once
     suite.update_edit(images(2), images(2, seed=1))
     out = suite.compute()
@@ -168,9 +166,7 @@ def test_kid_same_small_noised_larger():
 
 def test_real_stats_cache_skips_reference_pass(tmp_path):
     real, fake = images(12), images(12, seed=5)
-    kwargs = dict(
-        real_stats_dir=str(tmp_path / "stats"), dataset_name="toy", resolution=24, kid_subset_size=50
-    )
+    kwargs = dict(real_stats_dir=str(tmp_path / "stats"), dataset_name="toy", resolution=24, kid_subset_size=50)
     first = MetricSuite(["fid", "kid"], fid_feature=CountingExtractor(), **kwargs)
     first.update_unpaired_real(real)
     first.update_unpaired_fake(fake)

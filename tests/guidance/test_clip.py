@@ -27,9 +27,7 @@ def test_tiny_is_deterministic(guide):
     other = CLIPGuide(tiny=True)
     for a, b in zip(guide.state_dict().values(), other.state_dict().values()):
         assert torch.equal(a, b)
-    assert not torch.equal(
-        CLIPGuide(tiny=True, seed=1).model.visual.conv1.weight, guide.model.visual.conv1.weight
-    )
+    assert not torch.equal(CLIPGuide(tiny=True, seed=1).model.visual.conv1.weight, guide.model.visual.conv1.weight)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 64), (40, 56)])

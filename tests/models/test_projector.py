@@ -83,9 +83,7 @@ def test_projection_is_deterministic_and_leaves_generator_untouched(gen, target)
 def test_init_codes_and_zero_steps_of_learning(gen, target):
     w_true, image = target
     # lr 0 and no code noise: the result is exactly the given initial codes
-    w = project(
-        gen, image, steps=2, lr=0.0, n_mean_latent=64, init=w_true[:1], latent_noise=0.0, progress=False
-    )
+    w = project(gen, image, steps=2, lr=0.0, n_mean_latent=64, init=w_true[:1], latent_noise=0.0, progress=False)
     torch.testing.assert_close(w, w_true[:1].expand_as(w_true))
     w_mean = project(gen, image, steps=1, lr=0.0, n_mean_latent=64, latent_noise=0.0, progress=False)
     z = torch.randn(64, STYLE_DIM, generator=torch.Generator().manual_seed(0))
@@ -103,9 +101,7 @@ def test_perceptual_term_alone_drives_the_fit_and_images_are_resized(gen, target
         calls.append(x.shape)
         return (x - y).abs().mean(dim=(1, 2, 3))
 
-    res = run_projection(
-        gen, small, steps=30, n_mean_latent=64, perceptual=l1, mse_weight=0.0, progress=False
-    )
+    res = run_projection(gen, small, steps=30, n_mean_latent=64, perceptual=l1, mse_weight=0.0, progress=False)
     assert calls[0] == (2, 3, 16, 16) and len(calls) == 30
     assert res.losses[-1] < 0.5 * res.losses[0]
 

@@ -116,9 +116,7 @@ def test_modulated_conv_demodulates_to_unit_norm_weights():
     # effective weight (3*2, 4*1) = (6, 4); demodulation divides by its norm sqrt(52)
     assert out.item() == pytest.approx(10 / math.sqrt(52), rel=1e-5)
     conv.demodulate = False
-    assert conv(torch.ones(1, 2, 1, 1), torch.randn(1, 4)).item() == pytest.approx(
-        10 / math.sqrt(2), rel=1e-5
-    )
+    assert conv(torch.ones(1, 2, 1, 1), torch.randn(1, 4)).item() == pytest.approx(10 / math.sqrt(2), rel=1e-5)
 
 
 def test_modulated_conv_upsample_doubles_resolution():
@@ -216,9 +214,7 @@ def test_truncation_zero_returns_the_truncation_latent():
     full = gen.sample_wplus([0])
     torch.testing.assert_close(half, 0.5 * anchor + 0.5 * full)
     gen.latent_avg = torch.full((1, STYLE_DIM), 0.25)  # default anchor: the checkpoint's latent_avg
-    torch.testing.assert_close(
-        gen.sample_wplus([5], truncation=0.0), torch.full((1, gen.n_latent, STYLE_DIM), 0.25)
-    )
+    torch.testing.assert_close(gen.sample_wplus([5], truncation=0.0), torch.full((1, gen.n_latent, STYLE_DIM), 0.25))
 
 
 def test_seeds_are_reproducible_and_match_explicit_z():
@@ -283,9 +279,7 @@ def test_training_checkpoint_with_argparse_args_and_bare_state_dicts(tmp_path):
     st = tmp_path / "g.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
     for path in (train, bare, st):
-        loaded = StyleGAN2Generator.from_checkpoint(
-            path, 32, style_dim=STYLE_DIM, n_mlp=2, channels=gen.channels
-        )
+        loaded = StyleGAN2Generator.from_checkpoint(path, 32, style_dim=STYLE_DIM, n_mlp=2, channels=gen.channels)
         torch.testing.assert_close(loaded(w), gen(w), rtol=0, atol=0)
         assert loaded.latent_avg is None
 

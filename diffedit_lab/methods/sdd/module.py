@@ -42,23 +42,43 @@ class SDDModule(EditingMethod):
     STAGES = ("select", "fit", "edit", "eval")
     DEFAULT_STAGES = ("select", "fit", "edit", "eval")
 
-    def __init__(self, generator: DictConfig, teacher: DictConfig, prompt: DictConfig, mapper: DictConfig,
-                 codes: DictConfig, guidance: DictConfig, loss: DictConfig, selection: DictConfig, fit: DictConfig,
-                 optim: DictConfig, edit: DictConfig, eval: DictConfig, clip: DictConfig | None = None,
-                 identity: DictConfig | None = None, name: str = "sdd"):
+    def __init__(
+        self,
+        generator: DictConfig,
+        teacher: DictConfig,
+        prompt: DictConfig,
+        mapper: DictConfig,
+        codes: DictConfig,
+        guidance: DictConfig,
+        loss: DictConfig,
+        selection: DictConfig,
+        fit: DictConfig,
+        optim: DictConfig,
+        edit: DictConfig,
+        eval: DictConfig,
+        clip: DictConfig | None = None,
+        identity: DictConfig | None = None,
+        name: str = "sdd",
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.cfg = OmegaConf.create({k: _plain(v) for k, v in self.hparams.items()})
         if not self.cfg.prompt.get("text"):
-            raise UserError("prompt.text is empty: pick a preset (prompt=angry) or set prompt.text=\"...\"")
+            raise UserError('prompt.text is empty: pick a preset (prompt=angry) or set prompt.text="..."')
         gen_domain, prompt_domain = self.cfg.generator.get("domain", "any"), self.cfg.prompt.get("domain", "any")
         if "any" not in (gen_domain, prompt_domain) and gen_domain != prompt_domain:
-            raise UserError(f"prompt '{self.cfg.prompt.get('name', prompt.text)}' is for the '{prompt_domain}' domain "
-                            f"but the generator is '{gen_domain}'; choose a matching generator=…")
+            raise UserError(
+                f"prompt '{self.cfg.prompt.get('name', prompt.text)}' is for the '{prompt_domain}' domain "
+                f"but the generator is '{gen_domain}'; choose a matching generator=…"
+            )
         style_dim = int(self.cfg.generator.get("style_dim", 512))
-        self.mapper = LevelsMapper(dim=style_dim, levels=dict(self.cfg.mapper.levels),
-                                   num_layers=self.cfg.mapper.num_layers, lr_mul=self.cfg.mapper.lr_mul,
-                                   edit_scale=self.cfg.mapper.edit_scale)
+        self.mapper = LevelsMapper(
+            dim=style_dim,
+            levels=dict(self.cfg.mapper.levels),
+            num_layers=self.cfg.mapper.num_layers,
+            lr_mul=self.cfg.mapper.lr_mul,
+            edit_scale=self.cfg.mapper.edit_scale,
+        )
         self.selection: sel.Selection | None = None
         self._t_generator = torch.Generator().manual_seed(0)
 
@@ -75,8 +95,9 @@ class SDDModule(EditingMethod):
     def sds(self) -> ScoreDistillation:
         if "sds" not in self._frozen:
             g = self.cfg.guidance
-            self._frozen["sds"] = ScoreDistillation(self.teacher, guidance_scale=g.guidance_scale,
-                                                    weighting=g.weighting, topk=g.topk, noise=g.noise)
+            self._frozen["sds"] = ScoreDistillation(
+                self.teacher, guidance_scale=g.guidance_scale, weighting=g.weighting, topk=g.topk, noise=g.noise
+            )
         return self._frozen["sds"]
 
     @property
@@ -84,8 +105,11 @@ class SDDModule(EditingMethod):
         if "identity" not in self._frozen and self.cfg.identity is not None:
             path = self.cfg.identity.get("weights_path")
             if path is not None and not Path(path).expanduser().is_file():
-                log.warning("identity weights not found at %s: identity loss and metric disabled "
-                            "(set identity.weights_path to model_ir_se50.pth, or identity=none)", path)
+                log.warning(
+                    "identity weights not found at %s: identity loss and metric disabled "
+                    "(set identity.weights_path to model_ir_se50.pth, or identity=none)",
+                    path,
+                )
                 self._frozen["identity"] = None
         return self.component("identity", self.cfg.identity)
 
@@ -100,8 +124,10 @@ class SDDModule(EditingMethod):
             w = batch["w"].to(self.device).float()
             gen = self.generator
             if w.shape[1:] != (gen.n_latent, gen.style_dim):
-                raise UserError(f"W+ codes have shape {tuple(w.shape[1:])} but the generator expects "
-                                f"({gen.n_latent}, {gen.style_dim})")
+                raise UserError(
+                    f"W+ codes have shape {tuple(w.shape[1:])} but the generator expects "
+                    f"({gen.n_latent}, {gen.style_dim})"
+                )
             return w
         seeds = [int(s) for s in batch["seed"]]
         with torch.no_grad():
@@ -119,9 +145,15 @@ class SDDModule(EditingMethod):
     # --- stage: select ----------------------------------------------------------------------------------------
     def selection_key(self) -> str:
         c = self.cfg
-        key = {"prompt": c.prompt.text, "teacher": _plain(c.teacher), "generator": _plain(c.generator),
-               "grid": list(c.selection.timesteps), "n": c.selection.num_codes, "guidance": _plain(c.guidance),
-               "codes": _plain(c.codes)}
+        key = {
+            "prompt": c.prompt.text,
+            "teacher": _plain(c.teacher),
+            "generator": _plain(c.generator),
+            "grid": list(c.selection.timesteps),
+            "n": c.selection.num_codes,
+            "guidance": _plain(c.guidance),
+            "codes": _plain(c.codes),
+        }
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _cache_file(self, ctx: StageContext) -> Path:
@@ -150,8 +182,11 @@ class SDDModule(EditingMethod):
                 break
         if seen == 0:
             raise UserError("timestep selection saw no codes: the test split is empty")
-        return sel.ScoreTable(timesteps=list(timesteps), entropy=[sums[t]["entropy"] / seen for t in timesteps],
-                              l1=[sums[t]["l1"] / seen for t in timesteps])
+        return sel.ScoreTable(
+            timesteps=list(timesteps),
+            entropy=[sums[t]["entropy"] / seen for t in timesteps],
+            l1=[sums[t]["l1"] / seen for t in timesteps],
+        )
 
     def _scan_codes(self, ctx: StageContext):
         """Codes for the scan: seeds/codes of the train split (never the test images), batched."""
@@ -166,8 +201,10 @@ class SDDModule(EditingMethod):
         c = self.cfg.selection
         self.to(ctx.device)
         num_t = self.teacher.num_train_timesteps
-        for name, ts in (("method.selection.timesteps", list(c.timesteps)),
-                         ("method.selection.random_range", list(c.random_range))):
+        for name, ts in (
+            ("method.selection.timesteps", list(c.timesteps)),
+            ("method.selection.random_range", list(c.random_range)),
+        ):
             if not ts or min(ts) < 0 or max(ts) >= num_t:
                 raise UserError(f"{name}={ts}: timesteps must lie in [0, {num_t - 1}] for this teacher")
         out_dir = ctx.run_dir / "selection"
@@ -177,30 +214,43 @@ class SDDModule(EditingMethod):
             table = self._load_cached_table(ctx)
             if table is None:
                 t0 = time.perf_counter()
-                table = self.scan_timesteps(self._scan_codes(ctx), list(c.timesteps), int(c.num_codes),
-                                            seed=int(self.cfg.get("seed", 0) or 0))
-                log.info("timestep scan: %d t × %d codes in %.1fs", len(c.timesteps), c.num_codes,
-                         time.perf_counter() - t0)
+                table = self.scan_timesteps(
+                    self._scan_codes(ctx), list(c.timesteps), int(c.num_codes), seed=int(self.cfg.get("seed", 0) or 0)
+                )
+                log.info(
+                    "timestep scan: %d t × %d codes in %.1fs", len(c.timesteps), c.num_codes, time.perf_counter() - t0
+                )
                 for path in filter(None, [self._cache_file(ctx), self._global_cache_file()]):
                     atomic_json_dump({"key": self.selection_key(), **table.to_dict()}, path)
         self.selection = sel.select(c.rule, table, score=c.score, random_range=tuple(c.random_range))
         if max(self.selection.timesteps) >= num_t:
-            raise UserError(f"selection rule '{c.rule}' picks t={max(self.selection.timesteps)} but the teacher has "
-                            f"{num_t} timesteps (0..{num_t - 1})")
-        atomic_json_dump({"rule": c.rule, "score": c.score, "prompt": self.cfg.prompt.text,
-                          **self.selection.to_dict()} | ({"random_range": list(c.random_range)} if c.rule == "random"
-                                                          else {}), out_dir / "selected.json")
+            raise UserError(
+                f"selection rule '{c.rule}' picks t={max(self.selection.timesteps)} but the teacher has "
+                f"{num_t} timesteps (0..{num_t - 1})"
+            )
+        atomic_json_dump(
+            {"rule": c.rule, "score": c.score, "prompt": self.cfg.prompt.text, **self.selection.to_dict()}
+            | ({"random_range": list(c.random_range)} if c.rule == "random" else {}),
+            out_dir / "selected.json",
+        )
         metrics: dict[str, float] = {}
         if table is not None:
             table.write_csv(out_dir / "scores.csv")
-            table.plot(out_dir / "scores.png", selected=self.selection.timesteps if self.selection.random_range
-                       is None else None, title=f"{self.cfg.prompt.text}: {c.score}, rule {c.rule}")
+            table.plot(
+                out_dir / "scores.png",
+                selected=self.selection.timesteps if self.selection.random_range is None else None,
+                title=f"{self.cfg.prompt.text}: {c.score}, rule {c.rule}",
+            )
             self._log_image(ctx, "select/scores", out_dir / "scores.png")
             best = max(range(len(table.timesteps)), key=lambda i: table.hqs[i])
             metrics["select/best_hqs_t"] = float(table.timesteps[best])
         metrics["select/num_selected"] = float(len(self.selection.timesteps))
-        log.info("selected timesteps (%s on %s): %s", c.rule, c.score,
-                 self.selection.random_range or self.selection.timesteps)
+        log.info(
+            "selected timesteps (%s on %s): %s",
+            c.rule,
+            c.score,
+            self.selection.random_range or self.selection.timesteps,
+        )
         self.write_metrics(ctx, metrics)
         return metrics
 
@@ -223,7 +273,7 @@ class SDDModule(EditingMethod):
 
     # --- stage: fit -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        
+
         return instantiate(self.cfg.optim)(params=self.mapper.parameters())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -232,14 +282,19 @@ class SDDModule(EditingMethod):
         w = self.codes_from_batch(batch)
         w_edit = self.mapper.edit(w)
         x_edit = self.synthesize(w_edit)
-        t = self.selection.sample(w.shape[0], self._t_generator,
-                                  weighted=self.cfg.fit.t_sampling == "weighted").to(self.device)
+        t = self.selection.sample(w.shape[0], self._t_generator, weighted=self.cfg.fit.t_sampling == "weighted").to(
+            self.device
+        )
         out = self.sds(x_edit, t, self.cfg.prompt.text, self.cfg.guidance.negative_prompt)
         lw = self.cfg.loss
         loss_l2 = F.mse_loss(w_edit, w)
         loss = lw.sds * out.loss + lw.latent_l2 * loss_l2
-        logs = {"train/sds": out.loss.detach(), "train/latent_l2": loss_l2.detach(), "train/t": t[0].float(),
-                "train/noise_mse": out.noise_mse}
+        logs = {
+            "train/sds": out.loss.detach(),
+            "train/latent_l2": loss_l2.detach(),
+            "train/t": t[0].float(),
+            "train/noise_mse": out.noise_mse,
+        }
         identity = self.identity if lw.identity > 0 else None
         if identity is not None:
             with torch.no_grad():
@@ -248,8 +303,10 @@ class SDDModule(EditingMethod):
             loss = loss + lw.identity * loss_id
             logs["train/identity"] = loss_id.detach()
         if not torch.isfinite(loss):
-            raise UserError(f"non-finite loss at step {self.global_step} ({ {k: float(v) for k, v in logs.items()} });"
-                            " training stopped, the last good checkpoint is kept in checkpoints/")
+            raise UserError(
+                f"non-finite loss at step {self.global_step} ({ {k: float(v) for k, v in logs.items()} });"
+                " training stopped, the last good checkpoint is kept in checkpoints/"
+            )
         logs["train/loss"] = loss.detach()
         self.log_dict(logs, prog_bar=True, batch_size=w.shape[0])
         return loss
@@ -262,8 +319,9 @@ class SDDModule(EditingMethod):
         s = checkpoint.get("sdd_selection")
         if s:
             rr = s.get("random_range")
-            self.selection = sel.Selection(timesteps=list(s["timesteps"]), weights=s.get("weights"),
-                                           random_range=tuple(rr) if rr else None)
+            self.selection = sel.Selection(
+                timesteps=list(s["timesteps"]), weights=s.get("weights"), random_range=tuple(rr) if rr else None
+            )
 
     def stage_fit(self, ctx: StageContext) -> dict[str, float]:
         self.ensure_selection(ctx)
@@ -274,9 +332,16 @@ class SDDModule(EditingMethod):
     def save_mapper(self, path: Path) -> None:
         from diffedit_lab.utils.io import atomic_torch_save
 
-        atomic_torch_save({"mapper": self.mapper.state_dict(), "levels": self.mapper.levels,
-                           "edit_scale": self.mapper.edit_scale, "prompt": self.cfg.prompt.text,
-                           "selection": self.selection.to_dict() if self.selection else None}, path)
+        atomic_torch_save(
+            {
+                "mapper": self.mapper.state_dict(),
+                "levels": self.mapper.levels,
+                "edit_scale": self.mapper.edit_scale,
+                "prompt": self.cfg.prompt.text,
+                "selection": self.selection.to_dict() if self.selection else None,
+            },
+            path,
+        )
 
     @torch.no_grad()
     def preview_images(self) -> dict[str, torch.Tensor]:
@@ -339,7 +404,7 @@ class SDDModule(EditingMethod):
 
     def _edit_photos(self, ctx: StageContext, photos_cfg, out: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """Invert real photos with the optimisation projector, then edit their codes."""
-        
+
         from diffedit_lab.models.projector import project
 
         dm = instantiate(photos_cfg)
@@ -349,17 +414,21 @@ class SDDModule(EditingMethod):
         for batch in dm.test_dataloader():
             images = batch["image"].to(self.device)
             if size is not None and tuple(images.shape[-2:]) != tuple(size):
-                images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False,
-                                       antialias=True)
+                images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
             with torch.enable_grad():
-                w = project(self.generator, images, steps=int(self.cfg.edit.projector_steps),
-                            lr=float(self.cfg.edit.projector_lr), progress=False)
+                w = project(
+                    self.generator,
+                    images,
+                    steps=int(self.cfg.edit.projector_steps),
+                    lr=float(self.cfg.edit.projector_lr),
+                    progress=False,
+                )
             recon, edited, _ = self.edit_codes(w)
             for i, p in enumerate(batch["path"]):
                 stem = Path(p).stem
-                save_images(images[i: i + 1], [out / "photos" / f"{stem}_input.png"])
-                save_images(recon[i: i + 1], [out / "photos" / f"{stem}_inverted.png"])
-                save_images(edited[i: i + 1], [out / "photos" / f"{stem}_edited.png"])
+                save_images(images[i : i + 1], [out / "photos" / f"{stem}_input.png"])
+                save_images(recon[i : i + 1], [out / "photos" / f"{stem}_inverted.png"])
+                save_images(edited[i : i + 1], [out / "photos" / f"{stem}_edited.png"])
             torch.save(w.cpu(), out / "photos" / f"codes_{len(befores):03d}.pt")
             befores.append(recon.cpu())
             afters.append(edited.cpu())
@@ -371,7 +440,7 @@ class SDDModule(EditingMethod):
         cols = int(self.cfg.edit.grid_columns)
         rows = []
         for i in range(0, len(before), cols):
-            rows += [before[i: i + cols], after[i: i + cols]]
+            rows += [before[i : i + cols], after[i : i + cols]]
         tiles = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, cols - len(r)), value=-1) for r in rows])
         return make_grid(tiles, nrow=cols, padding=2, pad_value=1.0)
 
@@ -384,17 +453,26 @@ class SDDModule(EditingMethod):
         e = self.cfg.eval
         if e.get("folder") and e.folder.get("pred"):
             return self.evaluate_folder(
-                ctx, e.folder, clip=(lambda: self.clip) if "clip_dir" in e.folder.metrics else None,
+                ctx,
+                e.folder,
+                clip=(lambda: self.clip) if "clip_dir" in e.folder.metrics else None,
                 identity=(lambda: self.identity) if "identity" in e.folder.metrics else None,
-                src_text=self.cfg.prompt.source_text, tgt_text=self.cfg.prompt.text)
+                src_text=self.cfg.prompt.source_text,
+                tgt_text=self.cfg.prompt.text,
+            )
         wanted = [m for m in e.metrics if m != "latent_l2"]
         if self.identity is None and "identity" in wanted:
             wanted.remove("identity")
-        suite = MetricSuite(wanted, fid_feature=e.fid_feature, fid_weights_path=e.fid_weights_path,
-                            kid_subset_size=min(1000, int(e.max_images or 1000)),
-                            clip=(lambda: self.clip) if "clip_dir" in wanted else None,
-                            src_text=self.cfg.prompt.source_text, tgt_text=self.cfg.prompt.text,
-                            identity_encoder=(lambda: self.identity) if "identity" in wanted else None)
+        suite = MetricSuite(
+            wanted,
+            fid_feature=e.fid_feature,
+            fid_weights_path=e.fid_weights_path,
+            kid_subset_size=min(1000, int(e.max_images or 1000)),
+            clip=(lambda: self.clip) if "clip_dir" in wanted else None,
+            src_text=self.cfg.prompt.source_text,
+            tgt_text=self.cfg.prompt.text,
+            identity_encoder=(lambda: self.identity) if "identity" in wanted else None,
+        )
         suite.to(self.device)
         l2_sum, n = 0.0, 0
         for w in self._test_codes(ctx, e.max_images):

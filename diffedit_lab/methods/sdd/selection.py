@@ -81,8 +81,12 @@ class ScoreTable:
 
     @classmethod
     def from_dict(cls, d: dict) -> ScoreTable:
-        return cls(timesteps=[int(t) for t in d["timesteps"]], entropy=list(d["entropy"]), l1=list(d["l1"]),
-                   hqs=list(d.get("hqs") or []))
+        return cls(
+            timesteps=[int(t) for t in d["timesteps"]],
+            entropy=list(d["entropy"]),
+            l1=list(d["l1"]),
+            hqs=list(d.get("hqs") or []),
+        )
 
     def write_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="") as f:
@@ -134,8 +138,11 @@ class Selection:
         return torch.full((batch,), t, dtype=torch.long)
 
     def to_dict(self) -> dict:
-        return {"timesteps": self.timesteps, "weights": self.weights,
-                "random_range": list(self.random_range) if self.random_range else None}
+        return {
+            "timesteps": self.timesteps,
+            "weights": self.weights,
+            "random_range": list(self.random_range) if self.random_range else None,
+        }
 
 
 def _goodness(score: str, values: list[float], i: int) -> float:
@@ -156,8 +163,9 @@ def _threshold(rule: str) -> float:
         raise UserError(f"selection rule '{rule}': expected a number after '_', e.g. above_0.7") from None
 
 
-def select(rule: str, table: ScoreTable | None = None, score: str = "hqs",
-           random_range: tuple[int, int] = (20, 980)) -> Selection:
+def select(
+    rule: str, table: ScoreTable | None = None, score: str = "hqs", random_range: tuple[int, int] = (20, 980)
+) -> Selection:
     """Apply a selection rule to a score table."""
     if rule == "random":
         lo, hi = (int(v) for v in random_range)
@@ -186,7 +194,8 @@ def select(rule: str, table: ScoreTable | None = None, score: str = "hqs",
         x = _threshold(rule)
         keep = [i for i, v in enumerate(values) if (v < x if rule.startswith("below_") else v > x)]
         if not keep:
-            raise UserError(f"selection rule '{rule}' keeps no timestep: {score} ranges over "
-                            f"[{min(values):.4g}, {max(values):.4g}]")
+            raise UserError(
+                f"selection rule '{rule}' keeps no timestep: {score} ranges over [{min(values):.4g}, {max(values):.4g}]"
+            )
         return Selection(timesteps=[ts[i] for i in keep], weights=[_goodness(score, values, i) for i in keep])
     raise UserError(f"unknown selection rule '{rule}'; use min, max, below_X, above_X, random or fixed_T")
