@@ -56,6 +56,8 @@ def run(cfg: DictConfig) -> float | None:
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(stages))
     try:
         for stage in stages:
+            if stage not in ("select", "fit") and trainer.global_rank != 0:
+                continue  # DDP workers re-run the script: inference stages run once, on rank 0
             method.run_stage(stage, ctx)
     finally:
         close_loggers()

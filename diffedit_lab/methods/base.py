@@ -69,8 +69,9 @@ class EditingMethod(LightningModule):
                     obj.eval().requires_grad_(False)
                 self._frozen[name] = obj
         obj = self._frozen[name]
-        if isinstance(obj, torch.nn.Module):
-            obj.to(self.device)
+        if isinstance(obj, torch.nn.Module) and getattr(obj, "_diffedit_device", None) != self.device:
+            obj.to(self.device)  # only when the method moved: .to() walks every parameter of a large teacher
+            object.__setattr__(obj, "_diffedit_device", self.device)
         return obj
 
     def __getstate__(self) -> dict:  # ddp_spawn pickles the module: rebuild frozen parts in the workers
