@@ -43,30 +43,67 @@ TRAIN_RULE = "fixed_500"
 
 # --- SD v1.4 shapes, written out (the hub configs of CompVis/stable-diffusion-v1-4), so nothing is downloaded ----
 SD14_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
-    flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    downsample_padding=1,
 )
 SD14_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
-    act_fn="silu", sample_size=512,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    act_fn="silu",
+    sample_size=512,
 )
 SD14_TEXT = dict(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
 )
-SD14_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      clip_sample=False, steps_offset=1)
+SD14_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    steps_offset=1,
+)
 # google/ddpm-ema-celebahq-256's UNet2DModel config.
 DDPM_CELEBAHQ_UNET = dict(
-    sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
     block_out_channels=(128, 128, 256, 256, 512, 512),
     down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=32, norm_eps=1e-6, act_fn="silu", flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+    norm_num_groups=32,
+    norm_eps=1e-6,
+    act_fn="silu",
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    downsample_padding=0,
 )
 STYLEGAN2_F_1024 = dict(checkpoint=None, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2, seed=SEED)
 STYLEGAN2_TINY = dict(checkpoint=None, size=32, style_dim=32, n_mlp=2, channel_multiplier=1, tiny=True, seed=SEED)
@@ -79,12 +116,18 @@ def _sync(device: torch.device) -> None:
 
 
 def _summary(times_ms: list[float], warmup: int) -> dict[str, Any]:
-    return {"median_ms": statistics.median(times_ms), "min_ms": min(times_ms), "max_ms": max(times_ms),
-            "repeats": len(times_ms), "warmup": warmup}
+    return {
+        "median_ms": statistics.median(times_ms),
+        "min_ms": min(times_ms),
+        "max_ms": max(times_ms),
+        "repeats": len(times_ms),
+        "warmup": warmup,
+    }
 
 
-def time_calls(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
-               warmup: int) -> dict[str, dict[str, Any]]:
+def time_calls(
+    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, dict[str, Any]]:
     """Warm each function up, then time ``repeats`` rounds with the functions interleaved (so slow drifts of the
     machine hit all of them alike); per function: median/min/max ms and, on CUDA, the peak memory of its calls."""
     for fn in fns.values():
@@ -119,8 +162,13 @@ class Bench:
         self.repeats, self.warmup = repeats, warmup
         self.entries: list[dict[str, Any]] = []
 
-    def measure(self, size: str, device: torch.device, fns: dict[str, tuple[Callable[[], Any], dict[str, Any]]],
-                repeats: int | None = None) -> None:
+    def measure(
+        self,
+        size: str,
+        device: torch.device,
+        fns: dict[str, tuple[Callable[[], Any], dict[str, Any]]],
+        repeats: int | None = None,
+    ) -> None:
         """``fns``: name → (callable, extra fields for the entry). Functions given together are interleaved."""
         torch.manual_seed(SEED)
         stats = time_calls({k: v[0] for k, v in fns.items()}, device, repeats or self.repeats, self.warmup)
@@ -153,8 +201,9 @@ def _device_name(device: torch.device) -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -180,8 +229,12 @@ def environment() -> dict[str, Any]:
         "git_commit": _git_commit(),
     }
     if torch.cuda.is_available():
-        env.update(cuda_device=torch.cuda.get_device_name(0), cuda_version=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), cuda_device_count=torch.cuda.device_count())
+        env.update(
+            cuda_device=torch.cuda.get_device_name(0),
+            cuda_version=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cuda_device_count=torch.cuda.device_count(),
+        )
     return env
 
 
@@ -200,11 +253,17 @@ def build_sd(size: str, device: torch.device):
     with torch.device(device):  # random init directly on the GPU (seconds, instead of a minute on the CPU)
         unet = UNet2DConditionModel(**SD14_UNET)
         vae = AutoencoderKL(**SD14_VAE)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**SD14_TEXT, bos_token_id=tokenizer.bos_token_id,
-                                                    eos_token_id=tokenizer.eos_token_id,
-                                                    pad_token_id=tokenizer.pad_token_id))
-    prior = StableDiffusionPrior(unet, vae, text_encoder, tokenizer, DDPMScheduler(**SD14_SCHEDULER),
-                                 image_size=512, dtype="fp16")
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                **SD14_TEXT,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    prior = StableDiffusionPrior(
+        unet, vae, text_encoder, tokenizer, DDPMScheduler(**SD14_SCHEDULER), image_size=512, dtype="fp16"
+    )
     return prior.to(device)
 
 
@@ -268,17 +327,42 @@ def bench_core(bench: Bench, size: str, device: torch.device, sd, uncond) -> Non
         return uncond.predict_eps(x_px, T_PROBE)
 
     dtype = str(sd.dtype).replace("torch.", "")
-    sd_info = {"batch": 1, "resolution": res, "latent": lat, "dtype": dtype,
-               "params_unet": _n_params(sd.unet), "params_vae": _n_params(sd.vae)}
-    bench.measure(size, device, {
-        "sd.predict_eps_cfg": (predict_eps_cfg, {**sd_info, "guidance_scale": SDEDIT_CFG,
-                                                 "note": "one UNet call on the doubled (uncond, cond) batch"}),
-        "sd.vae_encode": (vae_encode, sd_info),
-        "sd.sds_step": (sds_step, {**sd_info, "guidance_scale": 100.0,
-                                   "note": "VAE encode + CFG UNet + injected gradient, backward to the image"}),
-        "uncond.predict_eps": (uncond_eps, {"batch": 1, "resolution": px, "dtype": str(
-            next(uncond.unet.parameters()).dtype).replace("torch.", ""), "params_unet": _n_params(uncond.unet)}),
-    })
+    sd_info = {
+        "batch": 1,
+        "resolution": res,
+        "latent": lat,
+        "dtype": dtype,
+        "params_unet": _n_params(sd.unet),
+        "params_vae": _n_params(sd.vae),
+    }
+    bench.measure(
+        size,
+        device,
+        {
+            "sd.predict_eps_cfg": (
+                predict_eps_cfg,
+                {**sd_info, "guidance_scale": SDEDIT_CFG, "note": "one UNet call on the doubled (uncond, cond) batch"},
+            ),
+            "sd.vae_encode": (vae_encode, sd_info),
+            "sd.sds_step": (
+                sds_step,
+                {
+                    **sd_info,
+                    "guidance_scale": 100.0,
+                    "note": "VAE encode + CFG UNet + injected gradient, backward to the image",
+                },
+            ),
+            "uncond.predict_eps": (
+                uncond_eps,
+                {
+                    "batch": 1,
+                    "resolution": px,
+                    "dtype": str(next(uncond.unet.parameters()).dtype).replace("torch.", ""),
+                    "params_unet": _n_params(uncond.unet),
+                },
+            ),
+        },
+    )
 
 
 # --- 2. SDD one-pass edit vs SDEdit -------------------------------------------------------------------------------
@@ -302,15 +386,34 @@ def bench_edit(bench: Bench, size: str, device: torch.device, sd, gen, mapper) -
         z = sdedit(sd, z, strength=SDEDIT_STRENGTH, num_steps=SDEDIT_STEPS, generator=gen_rng, cond=cond)
         return sd.to_image_space(z)
 
-    bench.measure(size, device, {
-        "edit.sdd": (sdd_edit, {"batch": 1, "resolution": gen.size, "params": _n_params(gen, mapper),
-                                "note": "LevelsMapper.edit + StyleGAN2Generator.synthesis (fp32)"}),
-        "edit.sdedit": (sdedit_edit, {
-            "batch": 1, "resolution": sd.image_size, "num_steps": SDEDIT_STEPS, "strength": SDEDIT_STRENGTH,
-            "unet_calls": round(SDEDIT_STEPS * SDEDIT_STRENGTH), "guidance_scale": SDEDIT_CFG,
-            "dtype": str(sd.dtype).replace("torch.", ""),
-            "note": "VAE encode + DDIM SDEdit (CFG) + VAE decode through StableDiffusionPrior"}),
-    })
+    bench.measure(
+        size,
+        device,
+        {
+            "edit.sdd": (
+                sdd_edit,
+                {
+                    "batch": 1,
+                    "resolution": gen.size,
+                    "params": _n_params(gen, mapper),
+                    "note": "LevelsMapper.edit + StyleGAN2Generator.synthesis (fp32)",
+                },
+            ),
+            "edit.sdedit": (
+                sdedit_edit,
+                {
+                    "batch": 1,
+                    "resolution": sd.image_size,
+                    "num_steps": SDEDIT_STEPS,
+                    "strength": SDEDIT_STRENGTH,
+                    "unet_calls": round(SDEDIT_STEPS * SDEDIT_STRENGTH),
+                    "guidance_scale": SDEDIT_CFG,
+                    "dtype": str(sd.dtype).replace("torch.", ""),
+                    "note": "VAE encode + DDIM SDEdit (CFG) + VAE decode through StableDiffusionPrior",
+                },
+            ),
+        },
+    )
 
 
 # --- 3. SDD training step: framework vs bare PyTorch --------------------------------------------------------------
@@ -321,9 +424,18 @@ def compose_sdd(out_dir: Path, extra: list[str] = ()):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=[
-                "experiment=demo", "logger=none", "callbacks=none", f"paths.output_dir={out_dir}",
-                f"paths.cache_dir={out_dir / 'cache'}", "prompt.lambda_id=0", *extra])
+            return compose(
+                config_name="config",
+                overrides=[
+                    "experiment=demo",
+                    "logger=none",
+                    "callbacks=none",
+                    f"paths.output_dir={out_dir}",
+                    f"paths.cache_dir={out_dir / 'cache'}",
+                    "prompt.lambda_id=0",
+                    *extra,
+                ],
+            )
     finally:
         GlobalHydra.instance().clear()
 
@@ -345,12 +457,18 @@ class BareSDDStep:
         self.edit_scale = float(cfg.mapper.edit_scale)
         self.t = torch.full((batch,), t, dtype=torch.long, device=sd.alphas_cumprod.device)
         with torch.no_grad():  # text embeddings once, as the framework's prompt cache does
-            tok = sd.tokenizer([cfg.guidance.negative_prompt, cfg.prompt.text], padding="max_length",
-                               max_length=sd.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+            tok = sd.tokenizer(
+                [cfg.guidance.negative_prompt, cfg.prompt.text],
+                padding="max_length",
+                max_length=sd.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
             uncond, cond = sd.text_encoder(tok.input_ids.to(self.t.device))[0].chunk(2)
         self.emb = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
-        self.opt = torch.optim.AdamW(mapper.parameters(), lr=float(cfg.optim.lr),
-                                     weight_decay=float(cfg.optim.weight_decay))
+        self.opt = torch.optim.AdamW(
+            mapper.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
+        )
 
     def loss(self, w: torch.Tensor) -> torch.Tensor:
         w_edit = w + self.edit_scale * self.mapper(w)
@@ -416,14 +534,30 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
     loss_bare = float(bare.loss(w).detach())
     check = {"loss_framework": loss_fw, "loss_bare": loss_bare, "abs_diff": abs(loss_fw - loss_bare)}
 
-    info = {"batch": TRAIN_BATCH, "t": t, "resolution": gen.size, "teacher_resolution": sd.image_size,
-            "guidance_scale": float(cfg.method.guidance.guidance_scale), "topk": cfg.method.guidance.topk,
-            "lambda_l2": float(cfg.method.loss.latent_l2), "trainable_params": _n_params(module.mapper)}
-    bench.measure("tiny", device, {
-        "train.sdd_step.framework": (framework_step, {**info, "note": "hydra-composed SDDModule.training_step "
-                                                      "(experiment=demo, identity off) + backward + AdamW"}),
-        "train.sdd_step.bare": (lambda: bare.step(w), {**info, "note": "the same step written in plain PyTorch"}),
-    })
+    info = {
+        "batch": TRAIN_BATCH,
+        "t": t,
+        "resolution": gen.size,
+        "teacher_resolution": sd.image_size,
+        "guidance_scale": float(cfg.method.guidance.guidance_scale),
+        "topk": cfg.method.guidance.topk,
+        "lambda_l2": float(cfg.method.loss.latent_l2),
+        "trainable_params": _n_params(module.mapper),
+    }
+    bench.measure(
+        "tiny",
+        device,
+        {
+            "train.sdd_step.framework": (
+                framework_step,
+                {
+                    **info,
+                    "note": "hydra-composed SDDModule.training_step (experiment=demo, identity off) + backward + AdamW",
+                },
+            ),
+            "train.sdd_step.bare": (lambda: bare.step(w), {**info, "note": "the same step written in plain PyTorch"}),
+        },
+    )
     return check
 
 
@@ -451,8 +585,10 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
             self.times.append((time.perf_counter() - self._t0) * 1e3)
 
     steps = bench.warmup + bench.repeats
-    cfg = compose_sdd(work_dir / "trainer", [f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
-                                             "trainer.enable_model_summary=false"])
+    cfg = compose_sdd(
+        work_dir / "trainer",
+        [f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
+    )
     torch.manual_seed(SEED)
     module = instantiate(cfg.method)
     module.selection = sel.select(TRAIN_RULE)
@@ -472,25 +608,43 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
         for q, lvl in zip(quiet, levels, strict=True):
             q.setLevel(lvl)
     timed = timer.times[bench.warmup :]
-    entry = {"name": "train.sdd_step.trainer", "size": "tiny", "device": _device_name(device), "batch": TRAIN_BATCH,
-             "t": module.selection.timesteps[0], "log_every_n_steps": int(cfg.trainer.log_every_n_steps),
-             "note": "the framework step inside Trainer.fit (loop + closure + logging), per batch",
-             **_summary(timed, bench.warmup)}
+    entry = {
+        "name": "train.sdd_step.trainer",
+        "size": "tiny",
+        "device": _device_name(device),
+        "batch": TRAIN_BATCH,
+        "t": module.selection.timesteps[0],
+        "log_every_n_steps": int(cfg.trainer.log_every_n_steps),
+        "note": "the framework step inside Trainer.fit (loop + closure + logging), per batch",
+        **_summary(timed, bench.warmup),
+    }
     bench.entries.append(entry)
     print(f"  {entry['name']:<28} {'tiny':<5} {entry['median_ms']:>11.2f} ms", flush=True)
 
 
 # --- driver -------------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="bench/results.json", help="JSON file to write (atomically)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement; the median is reported")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2, --quick 1)")
-    p.add_argument("--sizes", choices=("tiny", "real", "all"), default="all",
-                   help="tiny (CPU, always possible), real (needs CUDA), all (tiny + real when CUDA is visible)")
+    p.add_argument(
+        "--sizes",
+        choices=("tiny", "real", "all"),
+        default="all",
+        help="tiny (CPU, always possible), real (needs CUDA), all (tiny + real when CUDA is visible)",
+    )
     p.add_argument("--quick", action="store_true", help="1 warm-up call and at most 2 repeats (smoke runs)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the CPU runs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads for the CPU runs (default 1: tiny ops on a 2-core box thrash with 2)",
+    )
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
@@ -525,8 +679,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args.repeats, args.warmup)
     results: dict[str, Any] = {
         "env": environment(),
-        "settings": {"repeats": args.repeats, "warmup": args.warmup, "sizes": sizes, "quick": args.quick,
-                     "seed": SEED, "prompt": PROMPT, "t_probe": T_PROBE},
+        "settings": {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "sizes": sizes,
+            "quick": args.quick,
+            "seed": SEED,
+            "prompt": PROMPT,
+            "t_probe": T_PROBE,
+        },
         "skipped": [] if cuda or args.sizes == "tiny" else ["real: no CUDA device visible"],
     }
     t_start = time.perf_counter()
@@ -547,8 +708,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    ratios: dict[str, dict[str, float]] = {"sdedit_over_sdd_edit": {}, "sdd_framework_over_bare_step": {},
-                                           "sdd_trainer_over_bare_step": {}}
+    ratios: dict[str, dict[str, float]] = {
+        "sdedit_over_sdd_edit": {},
+        "sdd_framework_over_bare_step": {},
+        "sdd_trainer_over_bare_step": {},
+    }
     for size in sizes:
         sdd, sde = bench.median("edit.sdd", size), bench.median("edit.sdedit", size)
         if sdd and sde:

@@ -1,0 +1,60 @@
+"""Smoke test of the speed benchmark (`make bench`): it runs end to end and writes a complete JSON file.
+
+Timings are never asserted (DESIGN §5): only that every measurement is there, positive, and that the bare
+PyTorch SDD step computes the same loss as the framework's training step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+bench = pytest.importorskip("experiments.bench.run")
+
+EXPECTED = {
+    "sd.predict_eps_cfg",
+    "sd.vae_encode",
+    "sd.sds_step",
+    "uncond.predict_eps",
+    "edit.sdd",
+    "edit.sdedit",
+    "train.sdd_step.framework",
+    "train.sdd_step.bare",
+    "train.sdd_step.trainer",
+}
+
+
+def test_bench_tiny_writes_complete_json(tmp_path, capsys):
+    out = tmp_path / "bench" / "results.json"
+    bench.main(["--sizes", "tiny", "--repeats", "1", "--quick", "--out", str(out)])
+
+    data = json.loads(out.read_text())
+    assert {"env", "settings", "measurements", "ratios", "train_check"} <= set(data)
+    env = data["env"]
+    assert env["torch"] and env["cpu_count"] >= 1 and env["torch_num_threads"] >= 1
+    assert "cuda_available" in env
+
+    entries = data["measurements"]
+    assert {e["name"] for e in entries} == EXPECTED
+    for e in entries:
+        assert {"name", "size", "device", "median_ms", "min_ms", "max_ms", "repeats"} <= set(e), e["name"]
+        assert e["size"] == "tiny" and e["device"].startswith("cpu")
+        assert e["repeats"] == 1
+        assert math.isfinite(e["median_ms"]) and e["median_ms"] > 0, e["name"]
+
+    for name in ("sdedit_over_sdd_edit", "sdd_framework_over_bare_step", "sdd_trainer_over_bare_step"):
+        value = data["ratios"][name]["tiny"]
+        assert math.isfinite(value) and value > 0, name
+
+    check = data["train_check"]
+    assert check["loss_framework"] == pytest.approx(check["loss_bare"], rel=1e-5)
+    assert "edit.sdedit" in capsys.readouterr().out  # the printed table
+
+
+def test_bench_rejects_real_without_cuda(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="CUDA"):
+        bench.main(["--sizes", "real", "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
