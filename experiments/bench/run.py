@@ -1,14 +1,15 @@
-"""Speed benchmark behind ``make bench`` (issues #3 and #4): what the core pieces cost per call, how SDD's one-pass
-edit compares with SDEdit, and what the framework adds to an SDD training step over a bare PyTorch loop.
+"""Speed benchmark behind ``make bench`` (issues #3 and #4): what the core pieces cost per call, how SDD's
+one-pass edit compares with SDEdit, and what the framework adds to an SDD training step over a bare PyTorch
+loop.
 
-    python -m experiments.bench.run --out bench/results.json                 # tiny on CPU (+ real sizes on CUDA)
+    python -m experiments.bench.run --out bench/results.json           # tiny on CPU (+ real sizes on CUDA)
     python -m experiments.bench.run --sizes tiny --repeats 1 --quick --out /tmp/b.json
 
 Every number is the median of ``--repeats`` timed calls after warm-up calls (``torch.cuda.synchronize`` around
-each GPU call). ``tiny`` runs the miniature random models of tests/demo on the CPU; ``real`` (CUDA only) builds
-randomly initialised models with the real shapes (SD v1.4 UNet/VAE/text encoder in fp16, StyleGAN2 config-f 1024,
-the 256-px ddpm-celebahq UNet) — no download, the cost of a network does not depend on its weights. See
-``experiments/bench/README.md`` for what each entry means.
+each GPU call). ``tiny`` runs the miniature random models of tests/demo on the CPU; ``real`` (CUDA only)
+builds randomly initialised models with the real shapes (SD v1.4 UNet/VAE/text encoder in fp16, StyleGAN2
+config-f 1024, the 256-px ddpm-celebahq UNet) — no download, the cost of a network does not depend on its
+weights. See ``experiments/bench/README.md`` for what each entry means.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ SDEDIT_STEPS, SDEDIT_STRENGTH, SDEDIT_CFG = 50, 0.5, 7.5
 TRAIN_BATCH = 2
 TRAIN_RULE = "fixed_500"
 
-# --- SD v1.4 shapes, written out (the hub configs of CompVis/stable-diffusion-v1-4), so nothing is downloaded ----
+# --- SD v1.4 shapes, written out (the hub configs of CompVis/stable-diffusion-v1-4), so nothing is downloaded
 SD14_UNET = dict(
     sample_size=64,
     in_channels=4,
@@ -96,7 +97,7 @@ DDPM_CELEBAHQ_UNET = dict(
     out_channels=3,
     layers_per_block=2,
     block_out_channels=(128, 128, 256, 256, 512, 512),
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
     norm_num_groups=32,
     norm_eps=1e-6,
@@ -105,11 +106,12 @@ DDPM_CELEBAHQ_UNET = dict(
     freq_shift=1,
     downsample_padding=0,
 )
-STYLEGAN2_F_1024 = dict(checkpoint=None, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2, seed=SEED)
-STYLEGAN2_TINY = dict(checkpoint=None, size=32, style_dim=32, n_mlp=2, channel_multiplier=1, tiny=True, seed=SEED)
+_RANDOM_INIT = dict(checkpoint=None, seed=SEED)
+STYLEGAN2_F_1024 = dict(_RANDOM_INIT, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2)
+STYLEGAN2_TINY = dict(_RANDOM_INIT, size=32, style_dim=32, n_mlp=2, channel_multiplier=1, tiny=True)  # = demo
 
 
-# --- timing -------------------------------------------------------------------------------------------------------
+# --- timing -------------------------------------------------------------------------------------------------
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,8 +130,9 @@ def _summary(times_ms: list[float], warmup: int) -> dict[str, Any]:
 def time_calls(
     fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
 ) -> dict[str, dict[str, Any]]:
-    """Warm each function up, then time ``repeats`` rounds with the functions interleaved (so slow drifts of the
-    machine hit all of them alike); per function: median/min/max ms and, on CUDA, the peak memory of its calls."""
+    """Warm each function up, then time ``repeats`` rounds with the functions interleaved (so slow drifts of
+    the machine hit all of them alike); per function: median/min/max ms and, on CUDA, the peak memory of its
+    calls."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -169,7 +172,7 @@ class Bench:
         fns: dict[str, tuple[Callable[[], Any], dict[str, Any]]],
         repeats: int | None = None,
     ) -> None:
-        """``fns``: name → (callable, extra fields for the entry). Functions given together are interleaved."""
+        """``fns``: name → (callable, extra fields of the entry); functions given together are interleaved."""
         torch.manual_seed(SEED)
         stats = time_calls({k: v[0] for k, v in fns.items()}, device, repeats or self.repeats, self.warmup)
         for name, (_, extra) in fns.items():
@@ -184,7 +187,7 @@ class Bench:
         return None
 
 
-# --- environment --------------------------------------------------------------------------------------------------
+# --- environment --------------------------------------------------------------------------------------------
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -238,7 +241,7 @@ def environment() -> dict[str, Any]:
     return env
 
 
-# --- model builders -----------------------------------------------------------------------------------------------
+# --- model builders -----------------------------------------------------------------------------------------
 def build_sd(size: str, device: torch.device):
     """Tiny SD (the tests/demo miniature, fp32) or a random SD v1.4-shaped prior at 512 px in fp16."""
     from diffedit_lab.diffusion.priors import StableDiffusionPrior, tiny_clip_tokenizer
@@ -249,7 +252,8 @@ def build_sd(size: str, device: torch.device):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(SEED)
-    tokenizer = tiny_clip_tokenizer(max_length=77)  # a real CLIP BPE tokenizer with a tiny vocabulary: ids < 49408
+    # A real CLIP BPE tokenizer with a tiny vocabulary (ids < 49408), padded to SD's 77 tokens.
+    tokenizer = tiny_clip_tokenizer(max_length=77)
     with torch.device(device):  # random init directly on the GPU (seconds, instead of a minute on the CPU)
         unet = UNet2DConditionModel(**SD14_UNET)
         vae = AutoencoderKL(**SD14_VAE)
@@ -287,7 +291,8 @@ def build_generator_and_mapper(size: str, device: torch.device):
     gen_cfg = STYLEGAN2_TINY if size == "tiny" else STYLEGAN2_F_1024
     gen = build_generator(**gen_cfg).to(device).requires_grad_(False)
     torch.manual_seed(SEED)
-    mapper = LevelsMapper(dim=gen_cfg["style_dim"]).to(device).eval()  # all three levels: the costliest mapper
+    # All three levels: the costliest mapper.
+    mapper = LevelsMapper(dim=gen_cfg["style_dim"]).to(device).eval()
     return gen, mapper
 
 
@@ -295,7 +300,7 @@ def _n_params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-# --- 1. per-call cost of the diffusion core -----------------------------------------------------------------------
+# --- 1. per-call cost of the diffusion core -----------------------------------------------------------------
 def bench_core(bench: Bench, size: str, device: torch.device, sd, uncond) -> None:
     from diffedit_lab.diffusion.score_distillation import ScoreDistillation
 
@@ -341,7 +346,7 @@ def bench_core(bench: Bench, size: str, device: torch.device, sd, uncond) -> Non
         {
             "sd.predict_eps_cfg": (
                 predict_eps_cfg,
-                {**sd_info, "guidance_scale": SDEDIT_CFG, "note": "one UNet call on the doubled (uncond, cond) batch"},
+                {**sd_info, "guidance_scale": SDEDIT_CFG, "note": "one UNet call on (uncond, cond)"},
             ),
             "sd.vae_encode": (vae_encode, sd_info),
             "sd.sds_step": (
@@ -365,7 +370,7 @@ def bench_core(bench: Bench, size: str, device: torch.device, sd, uncond) -> Non
     )
 
 
-# --- 2. SDD one-pass edit vs SDEdit -------------------------------------------------------------------------------
+# --- 2. SDD one-pass edit vs SDEdit -------------------------------------------------------------------------
 def bench_edit(bench: Bench, size: str, device: torch.device, sd, gen, mapper) -> None:
     from diffedit_lab.diffusion.samplers import sdedit
 
@@ -416,7 +421,7 @@ def bench_edit(bench: Bench, size: str, device: torch.device, sd, gen, mapper) -
     )
 
 
-# --- 3. SDD training step: framework vs bare PyTorch --------------------------------------------------------------
+# --- 3. SDD training step: framework vs bare PyTorch --------------------------------------------------------
 def compose_sdd(out_dir: Path, extra: list[str] = ()):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -441,9 +446,9 @@ def compose_sdd(out_dir: Path, extra: list[str] = ()):
 
 
 class BareSDDStep:
-    """The SDD training step written out in plain PyTorch on the same frozen networks: mapper edit → generator →
-    VAE encode → noise → CFG UNet → g = (1 − ᾱ_t)(ε̂ − ε) (top-k over the batch) → ½‖z − (z − g).detach()‖²
-    + λ_l2 · MSE(w, w') → backward → AdamW step."""
+    """The SDD training step written out in plain PyTorch on the same frozen networks: mapper edit →
+    generator → VAE encode → noise → CFG UNet → g = (1 − ᾱ_t)(ε̂ − ε) (top-k over the batch) →
+    ½‖z − (z − g).detach()‖² + λ_l2 · MSE(w, w') → backward → AdamW step."""
 
     def __init__(self, mapper, gen, sd, cfg, t: int, batch: int):
         self.mapper, self.gen = mapper, gen
@@ -480,7 +485,8 @@ class BareSDDStep:
         a = self.abar[self.t].view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = a.sqrt() * z + (1 - a).sqrt() * eps
-            out = self.unet(torch.cat([z_t, z_t]), torch.cat([self.t, self.t]), encoder_hidden_states=self.emb).sample
+            t2 = torch.cat([self.t, self.t])
+            out = self.unet(torch.cat([z_t, z_t]), t2, encoder_hidden_states=self.emb).sample
             e_u, e_c = out.chunk(2)
             g = torch.nan_to_num((1 - a) * (e_u + self.scale * (e_c - e_u) - eps))
             if self.topk and 0 < self.topk < g.numel():
@@ -499,8 +505,8 @@ class BareSDDStep:
 
 
 def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str, Any]:
-    """Framework (Hydra-composed SDDModule.training_step + backward + its AdamW) vs :class:`BareSDDStep`, same tiny
-    models, codes, t and seeds. Returns a consistency check: the two first-step losses from identical states."""
+    """Framework (Hydra-composed SDDModule.training_step + backward + its AdamW) vs :class:`BareSDDStep`, same
+    tiny models, codes, t and seeds. Returns a consistency check: both first-step losses from one state."""
     from diffedit_lab.methods.sdd import selection as sel
     from diffedit_lab.utils.instantiate import instantiate
 
@@ -510,7 +516,8 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
     module.selection = sel.select(TRAIN_RULE)
     gen, sd = module.generator, module.teacher
     with torch.no_grad():
-        w = gen.sample_wplus(list(range(TRAIN_BATCH)), truncation=float(cfg.method.codes.truncation)).to(device)
+        trunc = float(cfg.method.codes.truncation)
+        w = gen.sample_wplus(list(range(TRAIN_BATCH)), truncation=trunc).to(device)
     t = module.selection.timesteps[0]
     bare_mapper = copy.deepcopy(module.mapper)
     bare = BareSDDStep(bare_mapper, gen, sd, cfg.method, t=t, batch=TRAIN_BATCH)
@@ -552,18 +559,19 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
                 framework_step,
                 {
                     **info,
-                    "note": "hydra-composed SDDModule.training_step (experiment=demo, identity off) + backward + AdamW",
+                    "note": "hydra-composed SDDModule.training_step (demo, identity off) + backward + AdamW",
                 },
             ),
-            "train.sdd_step.bare": (lambda: bare.step(w), {**info, "note": "the same step written in plain PyTorch"}),
+            "train.sdd_step.bare": (lambda: bare.step(w), {**info, "note": "the same step in plain PyTorch"}),
         },
     )
     return check
 
 
 def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
-    """The same step inside ``Trainer.fit`` (the composed ``trainer`` config: Lightning's loop, optimizer closure,
-    ``self.log`` bookkeeping), timed per batch by a callback from ``on_train_batch_start`` to ``on_train_batch_end``."""
+    """The same step inside ``Trainer.fit`` (the composed ``trainer`` config: Lightning's loop, optimizer
+    closure, ``self.log`` bookkeeping), timed per batch by a callback from ``on_train_batch_start`` to
+    ``on_train_batch_end``."""
     import logging
 
     from lightning.pytorch.callbacks import Callback
@@ -585,15 +593,14 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
             self.times.append((time.perf_counter() - self._t0) * 1e3)
 
     steps = bench.warmup + bench.repeats
-    cfg = compose_sdd(
-        work_dir / "trainer",
-        [f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
-    )
+    quiet_trainer = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    cfg = compose_sdd(work_dir / "trainer", [f"trainer.max_steps={steps}", *quiet_trainer])
     torch.manual_seed(SEED)
     module = instantiate(cfg.method)
     module.selection = sel.select(TRAIN_RULE)
     with torch.no_grad():
-        w = module.generator.sample_wplus(list(range(TRAIN_BATCH)), truncation=float(cfg.method.codes.truncation))
+        trunc = float(cfg.method.codes.truncation)
+        w = module.generator.sample_wplus(list(range(TRAIN_BATCH)), truncation=trunc)
     data = [{"w": w[i % TRAIN_BATCH], "index": i} for i in range(steps * TRAIN_BATCH)]
     loader = torch.utils.data.DataLoader(data, batch_size=TRAIN_BATCH, shuffle=False)
     timer = StepTimer()
@@ -622,7 +629,7 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
     print(f"  {entry['name']:<28} {'tiny':<5} {entry['median_ms']:>11.2f} ms", flush=True)
 
 
-# --- driver -------------------------------------------------------------------------------------------------------
+# --- driver -------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m experiments.bench.run",
@@ -630,7 +637,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="bench/results.json", help="JSON file to write (atomically)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement; the median is reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement; reports the median")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2, --quick 1)")
     p.add_argument(
         "--sizes",
@@ -668,13 +675,14 @@ def print_table(results: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=re.escape("You are trying to `self.log()`"))
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # lightning vs torch 2.14
+    # Lightning 2.6 on torch 2.14:
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     if args.sizes == "real" and not cuda:
         raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny")
-    sizes = ["tiny"] if args.sizes == "tiny" else ["real"] if args.sizes == "real" else ["tiny"] + (["real"] * cuda)
+    sizes = {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * cuda}[args.sizes]
 
     bench = Bench(args.repeats, args.warmup)
     results: dict[str, Any] = {

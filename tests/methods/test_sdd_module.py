@@ -172,3 +172,25 @@ def test_prompt_domain_must_match_the_generator(out_dir):
 def test_empty_prompt_text_is_a_user_error(out_dir):
     with pytest.raises(UserError, match="prompt.text"):
         instantiate(_compose(out_dir, "prompt.text=''").method)
+
+
+def test_truncation_centre_is_computed_once(step, monkeypatch):
+    module = step[0]
+    gen = module.generator
+    module._frozen.pop("w_avg", None)
+    calls = {"n": 0}
+    original = gen.mean_latent
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "mean_latent", counting)
+    monkeypatch.setattr(gen, "latent_avg", None)
+    first = module.codes_from_batch({"seed": [1, 2]})
+    second = module.codes_from_batch({"seed": [1, 2]})
+    assert calls["n"] == 1
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    # psi = 0.7: w = w_avg + 0.7 (w_raw - w_avg)
+    raw = gen.sample_wplus([1, 2], truncation=1.0)
+    torch.testing.assert_close(first, module.w_avg + 0.7 * (raw - module.w_avg), rtol=1e-5, atol=1e-5)

@@ -131,7 +131,18 @@ class SDDModule(EditingMethod):
             return w
         seeds = [int(s) for s in batch["seed"]]
         with torch.no_grad():
-            return self.generator.sample_wplus(seeds, truncation=float(self.cfg.codes.truncation))
+            return self.generator.sample_wplus(
+                seeds, truncation=float(self.cfg.codes.truncation), truncation_latent=self.w_avg
+            )
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """The truncation centre: the checkpoint's ``latent_avg``, else the mean of 4096 mapped z (computed once)."""
+        if self._frozen.get("w_avg") is None or self._frozen["w_avg"].device != self.device:
+            gen = self.generator
+            avg = gen.latent_avg if gen.latent_avg is not None else gen.mean_latent(4096)
+            self._frozen["w_avg"] = avg.reshape(1, -1).to(self.device)
+        return self._frozen["w_avg"]
 
     def synthesize(self, w: torch.Tensor) -> torch.Tensor:
         return self.generator.synthesis(w, noise_mode="const")
@@ -348,7 +359,9 @@ class SDDModule(EditingMethod):
         """Before/after rows on fixed codes, for the image-grid callback."""
         n = int(self.cfg.fit.preview_codes)
         seeds = list(range(10_000_000, 10_000_000 + n))
-        w = self.generator.sample_wplus(seeds, truncation=float(self.cfg.codes.truncation))
+        w = self.generator.sample_wplus(
+            seeds, truncation=float(self.cfg.codes.truncation), truncation_latent=self.w_avg
+        )
         before, after, _ = self.edit_codes(w)
         return {"before_after": torch.cat([before, after])}
 
