@@ -156,3 +156,12 @@ def test_timesteps_outside_the_teacher_schedule_are_user_errors(compose, overrid
                 "method.selection.rule=random" if "random_range" in override else "method.selection.cache=false",
             )
         )
+
+
+def test_fixed_rule_skips_the_scan_unless_asked(compose, tmp_path):
+    out = tmp_path / "run"
+    run(compose("stage=select", "method.selection.rule=fixed_300", out_dir=out))
+    assert json.loads((out / "selection" / "selected.json").read_text())["timesteps"] == [300]
+    assert not (out / "selection" / "scores.csv").exists()
+    run(compose("stage=select", "method.selection.rule=fixed_300", "method.selection.always_scan=true", out_dir=out))
+    assert (out / "selection" / "scores.csv").is_file()

@@ -221,7 +221,7 @@ class SDDModule(EditingMethod):
         out_dir = ctx.run_dir / "selection"
         out_dir.mkdir(parents=True, exist_ok=True)
         table = None
-        if sel.needs_scan(c.rule) or c.score:
+        if sel.needs_scan(c.rule) or c.get("always_scan", False):
             table = self._load_cached_table(ctx)
             if table is None:
                 t0 = time.perf_counter()
