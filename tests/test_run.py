@@ -129,7 +129,7 @@ def test_cli_missing_weights_is_one_line(tmp_path):
         [
             "generator.checkpoint=/no/such/stylegan2.pt",
             "prior=tiny_sd",
-            "stage=edit",
+            "stage=select",
             "logger=none",
             f"hydra.run.dir={tmp_path / 'r'}",
         ]
@@ -165,3 +165,32 @@ def test_fixed_rule_skips_the_scan_unless_asked(compose, tmp_path):
     assert not (out / "selection" / "scores.csv").exists()
     run(compose("stage=select", "method.selection.rule=fixed_300", "method.selection.always_scan=true", out_dir=out))
     assert (out / "selection" / "scores.csv").is_file()
+
+
+def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
+    trained = tmp_path / "trained"
+    run(compose("stage=[select,fit]", "prompt.steps=2", out_dir=trained))
+    saved = torch.load(trained / "mapper.pt", weights_only=True)["mapper"]
+
+    # a new run dir with no mapper: a clear error instead of editing with a random mapper
+    with pytest.raises(UserError, match="no trained mapper"):
+        run(compose("stage=edit", out_dir=tmp_path / "fresh"))
+
+    from diffedit_lab.methods.sdd.module import SDDModule
+
+    for source in (f"method.weights={trained / 'mapper.pt'}", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"):
+        out = tmp_path / source.split("=")[0]
+        cfg = compose("stage=[edit,eval]", source, out_dir=out)
+        module = __import__("diffedit_lab.utils.instantiate", fromlist=["instantiate"]).instantiate(cfg.method)
+        assert isinstance(module, SDDModule)
+        run(cfg)
+        assert (out / "edit" / "grid.png").is_file()
+        # the mapper used is the trained one: reload through the same path and compare
+        module.load_mapper(trained / "mapper.pt" if "weights" in source else trained / "checkpoints" / "last.ckpt")
+        for k, v in module.mapper.state_dict().items():
+            torch.testing.assert_close(v, saved[k])
+    # both sources give the same edits (the same trained mapper)
+    a, b = (tmp_path / name / "edit" / "edited" / "00000.png" for name in ("method.weights", "ckpt_path"))
+    assert a.read_bytes() == b.read_bytes()
+    # the Lightning checkpoint itself loads with weights_only=True (no pickled config objects)
+    torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)

@@ -10,13 +10,8 @@ from diffedit_lab.utils.io import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the same folder, then ``os.replace`` onto the target."""
+    """Write to a temporary file in the same folder, then ``os.replace`` onto the target. Loading is Lightning's
+    (``weights_only`` where its version defaults to it: our checkpoints hold only tensors and plain containers)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None):
-        # Our checkpoints hold only tensors and plain containers (+ Lightning's own metadata).
-        return super().load_checkpoint(
-            path, map_location=map_location, weights_only=False if weights_only is None else weights_only
-        )

@@ -59,10 +59,31 @@ class SDDModule(EditingMethod):
         clip: DictConfig | None = None,
         identity: DictConfig | None = None,
         name: str = "sdd",
+        weights: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.cfg = OmegaConf.create({k: _plain(v) for k, v in self.hparams.items()})
+        # plain containers, so checkpoints hold no OmegaConf objects and load with torch.load(weights_only=True)
+        args = dict(
+            generator=generator,
+            teacher=teacher,
+            prompt=prompt,
+            mapper=mapper,
+            codes=codes,
+            guidance=guidance,
+            loss=loss,
+            selection=selection,
+            fit=fit,
+            optim=optim,
+            edit=edit,
+            eval=eval,
+            clip=clip,
+            identity=identity,
+            name=name,
+            weights=weights,
+        )
+        self.save_hyperparameters({k: _plain(v) for k, v in args.items()}, logger=False)
+        self.cfg = OmegaConf.create(dict(self.hparams))
+        self._trained = False
         if not self.cfg.prompt.get("text"):
             raise UserError('prompt.text is empty: pick a preset (prompt=angry) or set prompt.text="..."')
         gen_domain, prompt_domain = self.cfg.generator.get("domain", "any"), self.cfg.prompt.get("domain", "any")
@@ -338,7 +359,58 @@ class SDDModule(EditingMethod):
         self.ensure_selection(ctx)
         ctx.trainer.fit(self, datamodule=ctx.datamodule, ckpt_path=ctx.ckpt_path)
         self.save_mapper(ctx.run_dir / "mapper.pt")
+        self._trained = True
         return {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
+
+    def ensure_trained(self, ctx: StageContext) -> None:
+        """``edit``/``eval`` without ``fit`` in the same run: load a trained mapper.
+
+        Looked up in order: ``method.weights`` (a ``mapper.pt`` or a Lightning ``.ckpt``), ``ckpt_path`` (``last`` =
+        the run dir's ``checkpoints/last.ckpt``), then ``<run dir>/mapper.pt`` (e.g. with ``hydra.run.dir=<old run>``).
+        """
+        if self._trained:
+            return
+        ckpt = ctx.ckpt_path
+        if ckpt == "last":
+            ckpt = ctx.run_dir / "checkpoints" / "last.ckpt"
+        candidates = [self.cfg.get("weights"), ckpt, ctx.run_dir / "mapper.pt"]
+        path = next((Path(str(c)).expanduser() for c in candidates if c and Path(str(c)).expanduser().is_file()), None)
+        if path is None:
+            named = [str(c) for c in candidates[:2] if c]
+            raise UserError(
+                "no trained mapper to edit with"
+                + (f" ({', '.join(named)} not found)" if named else "")
+                + ": run stage fit first, or pass method.weights=<run>/mapper.pt"
+                " (or ckpt_path=<run>/checkpoints/last.ckpt)"
+            )
+        self.load_mapper(path)
+        log.info("loaded the trained mapper from %s", path)
+
+    def load_mapper(self, path: Path) -> None:
+        """Load ``mapper.pt`` (from ``save_mapper``) or a Lightning checkpoint of this module, safely."""
+        from diffedit_lab.utils.io import load_weights
+
+        obj = load_weights(path, "SDD mapper")
+        if "mapper" in obj:
+            state, selection = obj["mapper"], obj.get("selection")
+        elif "state_dict" in obj:
+            state = {k[len("mapper.") :]: v for k, v in obj["state_dict"].items() if k.startswith("mapper.")}
+            selection = obj.get("sdd_selection")
+        else:
+            raise UserError(f"'{path}' is neither a mapper.pt nor a Lightning checkpoint of SDD")
+        try:
+            self.mapper.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(f"'{path}' does not match this mapper (levels/style_dim differ?): {first}") from None
+        if selection:
+            rr = selection.get("random_range")
+            self.selection = sel.Selection(
+                timesteps=list(selection["timesteps"]),
+                weights=selection.get("weights"),
+                random_range=tuple(rr) if rr else None,
+            )
+        self._trained = True
 
     def save_mapper(self, path: Path) -> None:
         from diffedit_lab.utils.io import atomic_torch_save
@@ -383,6 +455,7 @@ class SDDModule(EditingMethod):
 
     @torch.no_grad()
     def stage_edit(self, ctx: StageContext) -> dict[str, float]:
+        self.ensure_trained(ctx)
         self.to(ctx.device).eval()
         out = ctx.run_dir / "edit"
         befores, afters, latency = [], [], []
@@ -464,6 +537,8 @@ class SDDModule(EditingMethod):
 
         self.to(ctx.device).eval()
         e = self.cfg.eval
+        if not (e.get("folder") and e.folder.get("pred")):
+            self.ensure_trained(ctx)
         if e.get("folder") and e.folder.get("pred"):
             return self.evaluate_folder(
                 ctx,
