@@ -22,8 +22,17 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except UserError as exc:
         logging.getLogger("diffedit_lab").error("%s", exc)
+        if _is_multirun():  # let Hydra record this job as failed and go on with the sweep
+            raise RuntimeError(f"error: {exc}") from None
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

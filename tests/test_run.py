@@ -194,3 +194,21 @@ def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     assert a.read_bytes() == b.read_bytes()
     # the Lightning checkpoint itself loads with weights_only=True (no pickled config objects)
     torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_ckpt_path_last_without_checkpoint_is_a_user_error(compose, tmp_path):
+    with pytest.raises(UserError, match="no checkpoint at .*last.ckpt"):
+        run(compose("stage=fit", "ckpt_path=last", out_dir=tmp_path / "new"))
+    with pytest.raises(UserError, match="no checkpoint at '/no/such.ckpt'"):
+        run(compose("stage=fit", "ckpt_path=/no/such.ckpt", out_dir=tmp_path / "new"))
+
+
+def test_later_stages_on_the_same_run_dir_keep_earlier_metrics_and_prompt_must_match(compose, tmp_path):
+    out = tmp_path / "run"
+    run(compose("stage=[select,fit]", "prompt.steps=2", out_dir=out))
+    run(compose("stage=edit", out_dir=out))  # picks up <run>/mapper.pt
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "select/num_selected" in metrics and "edit/num_images" in metrics and "train/loss" in metrics
+    assert len(list(out.glob("config_resolved*.yaml"))) == 2
+    with pytest.raises(UserError, match="trained for the prompt 'angry face'"):
+        run(compose("stage=edit", "prompt.text=smiling face", out_dir=out))

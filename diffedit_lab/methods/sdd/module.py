@@ -185,6 +185,8 @@ class SDDModule(EditingMethod):
             "n": c.selection.num_codes,
             "guidance": _plain(c.guidance),
             "codes": _plain(c.codes),
+            "scan_data": _plain(c.selection.get("scan_data")),  # which codes are scanned (data config)
+            "seed": c.selection.get("seed"),
         }
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -247,7 +249,10 @@ class SDDModule(EditingMethod):
             if table is None:
                 t0 = time.perf_counter()
                 table = self.scan_timesteps(
-                    self._scan_codes(ctx), list(c.timesteps), int(c.num_codes), seed=int(self.cfg.get("seed", 0) or 0)
+                    self._scan_codes(ctx),
+                    list(c.timesteps),
+                    int(c.num_codes),
+                    seed=int(self.cfg.selection.get("seed") or 0),
                 )
                 log.info(
                     "timestep scan: %d t × %d codes in %.1fs", len(c.timesteps), c.num_codes, time.perf_counter() - t0
@@ -344,10 +349,13 @@ class SDDModule(EditingMethod):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sdd_t_rng"] = self._t_generator.get_state()
         if self.selection is not None:
             checkpoint["sdd_selection"] = self.selection.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "sdd_t_rng" in checkpoint:
+            self._t_generator.set_state(checkpoint["sdd_t_rng"])
         s = checkpoint.get("sdd_selection")
         if s:
             rr = s.get("random_range")
@@ -360,7 +368,19 @@ class SDDModule(EditingMethod):
         ctx.trainer.fit(self, datamodule=ctx.datamodule, ckpt_path=ctx.ckpt_path)
         self.save_mapper(ctx.run_dir / "mapper.pt")
         self._trained = True
-        return {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
+        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
+        if ctx.trainer.is_global_zero:
+            self.write_metrics(ctx, metrics)
+        return metrics
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite gradient (e.g. from the fp16 teacher) reaches the weights or a checkpoint."""
+        for name, p in self.mapper.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise UserError(
+                    f"non-finite gradient in mapper.{name} at step {self.global_step}; training stopped, the last "
+                    "good checkpoint is kept in checkpoints/ (try a lower lr or prior.dtype=fp32)"
+                )
 
     def ensure_trained(self, ctx: StageContext) -> None:
         """``edit``/``eval`` without ``fit`` in the same run: load a trained mapper.
@@ -392,12 +412,23 @@ class SDDModule(EditingMethod):
 
         obj = load_weights(path, "SDD mapper")
         if "mapper" in obj:
-            state, selection = obj["mapper"], obj.get("selection")
+            state, selection, prompt = obj["mapper"], obj.get("selection"), obj.get("prompt")
+            scale = obj.get("edit_scale")
         elif "state_dict" in obj:
             state = {k[len("mapper.") :]: v for k, v in obj["state_dict"].items() if k.startswith("mapper.")}
             selection = obj.get("sdd_selection")
+            hp = obj.get("hyper_parameters") or {}
+            prompt = (hp.get("prompt") or {}).get("text")
+            scale = (hp.get("mapper") or {}).get("edit_scale")
         else:
             raise UserError(f"'{path}' is neither a mapper.pt nor a Lightning checkpoint of SDD")
+        if prompt is not None and prompt != self.cfg.prompt.text:
+            raise UserError(
+                f"'{path}' was trained for the prompt '{prompt}' but prompt.text is '{self.cfg.prompt.text}': "
+                "use the same prompt (its metrics would be computed against the wrong text)"
+            )
+        if scale is not None and float(scale) != self.mapper.edit_scale:
+            raise UserError(f"'{path}' was trained with method.mapper.edit_scale={scale}, not {self.mapper.edit_scale}")
         try:
             self.mapper.load_state_dict(state)
         except RuntimeError as exc:
@@ -470,8 +501,10 @@ class SDDModule(EditingMethod):
             names = [f"{idx + i:05d}.png" for i in range(len(w))]
             save_images(before, [out / "original" / n for n in names])
             save_images(after, [out / "edited" / n for n in names])
-            befores.append(before.cpu())
-            afters.append(after.cpu())
+            room = int(self.cfg.edit.get("grid_max", 32)) - sum(len(b) for b in befores)
+            if room > 0:  # keep only what the grid shows: a full test split at 1024 px would not fit in memory
+                befores.append(before[:room].cpu())
+                afters.append(after[:room].cpu())
             idx += len(w)
         if idx == 0:
             raise UserError("stage edit found no test codes (data.num_test / the codes file's test split is empty)")
