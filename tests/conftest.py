@@ -25,19 +25,11 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def compose(tmp_path, cache_dir):
     """compose(*overrides, tiny=True) -> DictConfig from conf/config.yaml, like the CLI would build it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from diffedit_lab.utils.config import compose_config
 
     def _compose(*overrides: str, tiny: bool = True, out_dir: Path | None = None):
-        GlobalHydra.instance().clear()
-        base = (
-            tiny_overrides(out_dir or tmp_path / "run", cache_dir)
-            if tiny
-            else [f"paths.output_dir={out_dir or tmp_path / 'run'}", f"paths.cache_dir={cache_dir}"]
-        )
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=[*base, *overrides])
+        out = out_dir or tmp_path / "run"
+        base = tiny_overrides(out, cache_dir) if tiny else [f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
+        return compose_config([*base, *overrides], config_dir=CONF)
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose

@@ -423,26 +423,19 @@ def bench_edit(bench: Bench, size: str, device: torch.device, sd, gen, mapper) -
 
 # --- 3. SDD training step: framework vs bare PyTorch --------------------------------------------------------
 def compose_sdd(out_dir: Path, extra: list[str] = ()):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from diffedit_lab.utils.config import compose_config
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(
-                config_name="config",
-                overrides=[
-                    "experiment=demo",
-                    "logger=none",
-                    "callbacks=none",
-                    f"paths.output_dir={out_dir}",
-                    f"paths.cache_dir={out_dir / 'cache'}",
-                    "prompt.lambda_id=0",
-                    *extra,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(
+        [
+            "experiment=demo",
+            "logger=none",
+            "callbacks=none",
+            f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={out_dir / 'cache'}",
+            "prompt.lambda_id=0",
+            *extra,
+        ]
+    )
 
 
 class BareSDDStep:

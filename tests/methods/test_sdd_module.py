@@ -8,10 +8,9 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from diffedit_lab.methods.sdd import selection as sel
+from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 
@@ -21,22 +20,16 @@ LAMBDA_ID = 2.0
 
 
 def _compose(out_dir: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(
-                config_name="config",
-                overrides=[
-                    "experiment=demo",
-                    "logger=none",
-                    "callbacks=none",
-                    f"paths.output_dir={out_dir}",
-                    f"paths.cache_dir={out_dir / 'cache'}",
-                    *overrides,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(
+        [
+            "experiment=demo",
+            "logger=none",
+            "callbacks=none",
+            f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={out_dir / 'cache'}",
+            *overrides,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
