@@ -64,6 +64,8 @@ class EditingMethod(LightningModule):
                 )
                 for key in pop_keys:
                     cfg.pop(key, None)
+                if cfg.get("dtype") == "auto":  # half precision only where the method actually runs on a GPU
+                    cfg.dtype = "fp16" if self.device.type == "cuda" else "fp32"
                 obj = instantiate(cfg)
                 if isinstance(obj, torch.nn.Module):
                     obj.eval().requires_grad_(False)

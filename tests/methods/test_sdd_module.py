@@ -187,3 +187,23 @@ def test_truncation_centre_is_computed_once(step, monkeypatch):
     # psi = 0.7: w = w_avg + 0.7 (w_raw - w_avg)
     raw = gen.sample_wplus([1, 2], truncation=1.0)
     torch.testing.assert_close(first, module.w_avg + 0.7 * (raw - module.w_avg), rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_dtype_auto_follows_the_module_device(out_dir):
+    cfg = _compose(out_dir, "prior=sd14")
+    module = instantiate(cfg.method)
+    built = {}
+
+    def fake_instantiate(c):
+        built["dtype"] = c.dtype
+        return torch.nn.Linear(1, 1)
+
+    import diffedit_lab.methods.base as base
+
+    original = base.instantiate
+    base.instantiate = fake_instantiate
+    try:
+        module.teacher  # noqa: B018 - property builds the component
+    finally:
+        base.instantiate = original
+    assert built["dtype"] == "fp32"  # module on CPU → no fp16 teacher, whatever CUDA the node has
