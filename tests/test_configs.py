@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, ROOT
+from tests.helpers import CONF, run_cli
 
 GROUPS = [
     "method",
@@ -59,26 +56,15 @@ def test_misspelled_key_fails_loudly(compose):
         compose("method.selection.rulez=max")
 
 
-def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "diffedit_lab", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
-    )
-
-
 def test_cli_help_lists_groups():
-    out = _cli("--help")
+    out = run_cli("--help")
     assert out.returncode == 0, out.stderr
     for group in ("method", "data", "prior", "generator", "prompt", "trainer", "logger", "experiment"):
         assert f"{group}:" in out.stdout or f"{group}/" in out.stdout or group in out.stdout
 
 
 def test_cli_cfg_job_prints_resolved_method_config():
-    out = _cli("method=sdd", "prompt=smiling", "--cfg", "job", "--resolve")
+    out = run_cli("method=sdd", "prompt=smiling", "--cfg", "job", "--resolve")
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
     assert cfg.method.prompt.text == "smiling face"

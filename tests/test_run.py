@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from diffedit_lab.run import run
 from diffedit_lab.utils.errors import UserError
-from tests.helpers import ROOT, tiny_overrides
+from tests.helpers import run_cli, tiny_overrides
 
 
 def test_fast_dev_run_all_stages(compose, tmp_path):
@@ -74,22 +71,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkey
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def _cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "diffedit_lab", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
 def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
     out = tmp_path / "cli"
     args = [a for a in tiny_overrides(out, cache_dir) if not a.startswith("paths.output_dir")]
-    res = _cli([*args, f"hydra.run.dir={out}", "logger=csv"])
+    res = run_cli(*[*args, f"hydra.run.dir={out}", "logger=csv"])
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["select/num_selected"] >= 1 and metrics["eval/num_images"] == 4
@@ -109,8 +94,8 @@ def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
 
 def test_cli_missing_codes_file_is_one_line(tmp_path, cache_dir):
     missing = tmp_path / "nope" / "codes.pt"
-    res = _cli(
-        [
+    res = run_cli(
+        *[
             "experiment=demo",
             f"data.codes={missing}",
             f"hydra.run.dir={tmp_path / 'r'}",
@@ -125,8 +110,8 @@ def test_cli_missing_codes_file_is_one_line(tmp_path, cache_dir):
 
 
 def test_cli_missing_weights_is_one_line(tmp_path):
-    res = _cli(
-        [
+    res = run_cli(
+        *[
             "generator.checkpoint=/no/such/stylegan2.pt",
             "prior=tiny_sd",
             "stage=select",

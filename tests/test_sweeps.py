@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT, tiny_overrides
+from tests.helpers import ROOT, run_cli, tiny_overrides
 
 
-def _multirun(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "diffedit_lab", "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+def _multirun(args: list[str], timeout: int = 400):
+    return run_cli("-m", *args, timeout=timeout)
 
 
 def _tiny(out, cache_dir) -> list[str]:
