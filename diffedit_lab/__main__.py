@@ -11,10 +11,9 @@ from omegaconf import DictConfig
 
 from diffedit_lab.utils.errors import UserError
 
-CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from diffedit_lab.run import run
 

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from diffedit_lab.utils.config import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 
 
 def tiny_overrides(out_dir: Path, cache_dir: Path) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the one place the config tree is located
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: str | Path = CONF_DIR) -> DictConfig:

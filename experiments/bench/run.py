@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = ROOT / "conf"
 SEED = 0
 PROMPT = "a photo of a smiling face"
 T_PROBE = 500  # timestep for the per-call prior measurements

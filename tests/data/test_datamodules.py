@@ -13,12 +13,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from diffedit_lab.utils.config import CONF_DIR as CONF
+
 from diffedit_lab.data.datamodule import ImageDataModule
 from diffedit_lab.data.samples import SampleImagesDataModule
 from diffedit_lab.data.synthetic import SyntheticDataModule
 from diffedit_lab.utils.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "data"
+CONF_DIR = CONF / "data"
 # The image configs (other files in conf/data, e.g. W+ code files, are tested by their own modules).
 IMAGE_CONFIGS = (
     *("celebahq", "ffhq", "afhq_cat", "afhq_dog", "lsun_car", "lsun_church", "metfaces", "aahq"),

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from diffedit_lab.methods.sdd import selection as sel
+from diffedit_lab.utils.config import CONF_DIR as CONF
 from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 LAMBDA_L2 = 5000.0  # distinctive values, so the test shows the weights come from the prompt preset
 LAMBDA_ID = 2.0
 
