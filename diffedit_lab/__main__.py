@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     from diffedit_lab.run import run
 
     try:
-        return run(cfg)
+        return run(cfg).value
     except UserError as exc:
         logging.getLogger("diffedit_lab").error("%s", exc)
         if _is_multirun():  # let Hydra record this job as failed and go on with the sweep

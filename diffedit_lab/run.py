@@ -1,4 +1,9 @@
-"""The thin task runner: seed, instantiate, dispatch stages, save outputs, return the swept metric."""
+"""The thin task runner: check the config, seed, instantiate, walk the method's stages, return what was built.
+
+It knows no method: the method (``cfg.method._target_``) declares its stages and its config schema; the runner
+validates everything cheap first (method schema, trainer and data keys, ``ckpt_path``), then builds the datamodule,
+the method and the loggers, and runs each requested stage with a :class:`StageContext` that hands out Trainers.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,15 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from diffedit_lab.methods.base import StageContext
+from diffedit_lab import checks
+from diffedit_lab.methods.stage import StageContext, check_stages, instantiate_all
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump, atomic_write
@@ -18,11 +27,13 @@ from diffedit_lab.utils.io import atomic_json_dump, atomic_write
 log = logging.getLogger(__name__)
 
 
-def instantiate_all(group: DictConfig | None) -> list:
-    """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+@dataclass
+class RunResult:
+    """What ``run`` built and measured; ``value`` is the swept metric (``optimized_metric``)."""
+
+    value: float | None
+    metrics: dict[str, float]
+    objects: dict[str, Any] = field(default_factory=dict)
 
 
 def close_loggers() -> None:
@@ -36,63 +47,76 @@ def close_loggers() -> None:
         pass
 
 
-def run(cfg: DictConfig) -> float | None:
+def method_class(cfg: DictConfig) -> type:
+    target = cfg.method.get("_target_")
+    try:
+        return get_class(target)
+    except Exception as exc:
+        raise UserError(f"method._target_={target!r}: cannot import it ({type(exc).__name__})") from None
+
+
+def run(cfg: DictConfig) -> RunResult:
     from lightning import seed_everything
 
-    seed_everything(int(cfg.seed), workers=True)
+    # --- cheap checks first: nothing is built until every value is known to be valid ----------------------
+    cls = method_class(cfg)
+    method_cfg = checks.validate_method(cls, cfg.method)
+    checks.check_trainer(cfg.trainer)
+    checks.check_data(cfg.get("data"))
+    requested = cfg.stage
+    if isinstance(requested, DictConfig | ListConfig):
+        requested = OmegaConf.to_container(requested)
+    stages = check_stages(cls.STAGES, requested, cfg.method.get("name", cls.__name__))
     run_dir = Path(cfg.paths.output_dir)
+    train_stages = [s.name for s in stages if s.train]
+    ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, train_stages)
+    check_ddp_multirun(cfg)
+
+    seed_everything(int(cfg.seed), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     # a later invocation on the same run dir (hydra.run.dir=<old run>) keeps the first config next to its own
     config_file = run_dir / "config_resolved.yaml"
     if config_file.exists():
         config_file = run_dir / f"config_resolved_{time.strftime('%Y%m%d-%H%M%S')}.yaml"
     atomic_write(config_file, lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    check_ddp_multirun(cfg)
 
-    datamodule = instantiate(cfg.data)
-    method = instantiate(cfg.method)
-    stages = method.resolve_stages(
-        OmegaConf.to_container(cfg.stage) if isinstance(cfg.stage, DictConfig | list) else cfg.stage
-    )
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
+    method = cls(method_cfg)
     loggers = instantiate_all(cfg.get("logger"))
-    if not loggers:  # logger=none: the LR monitor has nowhere to write
-        from lightning.pytorch.callbacks import LearningRateMonitor
-
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ctx = StageContext(trainer=trainer, datamodule=datamodule, run_dir=run_dir, ckpt_path=ckpt_path)
+    ctx = StageContext(
+        trainer_cfg=cfg.trainer,
+        callbacks_cfg=cfg.get("callbacks"),
+        datamodule=datamodule,
+        run_dir=run_dir,
+        loggers=loggers,
+        ckpt_path=ckpt_path,
+        first_train_stage=train_stages[0] if train_stages else None,
+    )
     previous = run_dir / "metrics.json"
     if previous.is_file():  # stages run earlier on this run dir: merge, never drop their results
         ctx.metrics.update(json.loads(previous.read_text()))
-    log.info("run dir: %s | stages: %s", run_dir, " → ".join(stages))
+    log.info("run dir: %s | stages: %s", run_dir, " → ".join(s.name for s in stages))
     try:
         for stage in stages:
-            if stage not in ("select", "fit") and trainer.global_rank != 0:
-                continue  # DDP workers re-run the script: inference stages run once, on rank 0
+            if not stage.distributed and ctx.global_rank != 0:
+                continue  # DDP workers re-run the script: rank-0 stages run once
             method.run_stage(stage, ctx)
     finally:
         close_loggers()
-    atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
+    if ctx.global_rank == 0:
+        atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
+    objects = {"method": method, "datamodule": datamodule, "loggers": loggers, "context": ctx, "stages": stages}
+    return RunResult(value=_swept_value(cfg, ctx.metrics), metrics=dict(ctx.metrics), objects=objects)
+
+
+def _swept_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     name = cfg.get("optimized_metric")
     if name is None:
         return None
-    if name not in ctx.metrics:
-        log.warning("optimized_metric '%s' not among the run's metrics %s", name, sorted(ctx.metrics))
+    if name not in metrics:
+        log.warning("optimized_metric '%s' not among the run's metrics %s", name, sorted(metrics))
         return float("nan")  # a failed trial for Optuna, not a crash of the whole study
-    return float(ctx.metrics[name])
-
-
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` → this run dir's ``checkpoints/last.ckpt``; a missing file is an error, not a silent fresh start."""
-    if ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        hint = " (ckpt_path=last resumes the run dir given by hydra.run.dir=<old run>)" if ckpt_path == "last" else ""
-        raise UserError(f"ckpt_path: no checkpoint at '{path}'{hint}")
-    return str(path)
+    return float(metrics[name])
 
 
 def check_ddp_multirun(cfg: DictConfig) -> None:

@@ -1,8 +1,12 @@
-"""What every method shares: named stages, lazily built frozen components, run-dir outputs, metrics.json.
+"""What every method shares: declared stages, a typed config, lazily built frozen components, trained weights.
 
-A method is a LightningModule with a ``STAGES`` tuple (e.g. ``("select", "fit", "edit", "eval")``) and a
-``stage_<name>(ctx)`` method for each; ``run`` dispatches to them. ``fit`` goes through ``trainer.fit``; the
-other stages are plain inference loops on the trainer's root device.
+A method is a LightningModule with
+
+* ``Config``: its config dataclass (``methods/<m>/config.py``), checked at start-up by ``from_config``;
+* ``STAGES``: a tuple of :class:`~diffedit_lab.methods.stage.Stage` (name, training or inference, distributed or
+  rank 0) and a ``stage_<name>(ctx)`` method for each. ``run_training`` / ``run_predict`` give a stage its own
+  Trainer from the context: ``trainer.fit`` for training stages, Lightning's predict loop (``predict_<name>``
+  steps, with writer/metric callbacks) for inference.
 
 Frozen pretrained networks (diffusion teachers, generators, CLIP, ArcFace) are built from their Hydra configs on
 first use and kept OUT of the module's registered children — so checkpoints hold only what is trained, and an
@@ -12,60 +16,55 @@ first use and kept OUT of the module's registered children — so checkpoints ho
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from lightning import LightningModule, Trainer
+from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
+from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
-from diffedit_lab.utils.io import atomic_json_dump
+from diffedit_lab.utils.schema import as_dict, validate
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StageContext:
-    """What a stage may use: the trainer (fit, loggers, device), the datamodule and the run directory."""
-
-    trainer: Trainer
-    datamodule: Any
-    run_dir: Path
-    ckpt_path: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return self.trainer.strategy.root_device
-
-
 class EditingMethod(LightningModule):
-    STAGES: tuple[str, ...] = ()
-    DEFAULT_STAGES: tuple[str, ...] = ()
+    Config: ClassVar[type | None] = None
+    STAGES: ClassVar[tuple[Stage, ...]] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Any) -> None:
         super().__init__()
+        if self.Config is not None and not isinstance(cfg, self.Config):
+            cfg = validate(self.Config, cfg, "method")
+        self.cfg = cfg
+        # plain containers, so checkpoints hold no config objects and load with torch.load(weights_only=True)
+        self.save_hyperparameters(as_dict(cfg), logger=False)
         object.__setattr__(self, "_frozen", {})  # name -> built frozen component (not a registered child)
+        self.stage: Stage | None = None
+        self._predict_fn: Callable | None = None
+
+    @classmethod
+    def from_config(cls, node: DictConfig | dict) -> EditingMethod:
+        """Validate ``node`` against ``cls.Config`` (one-line errors, nothing built yet), then construct."""
+        return cls(validate(cls.Config, node, "method") if cls.Config is not None else node)
 
     # --- frozen components ----------------------------------------------------------------------------------
-    def component(self, name: str, cfg: DictConfig | dict | None, **pop_keys: Any) -> Any:
+    def component(self, name: str, cfg: DictConfig | dict | None) -> Any:
         """Instantiate ``cfg`` once, freeze it, move it to this module's device, and cache it by ``name``."""
         if name not in self._frozen:
             if cfg is None:
                 self._frozen[name] = None
             else:
-                cfg = (
-                    OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-                    if not isinstance(cfg, DictConfig)
-                    else cfg.copy()
-                )
-                for key in pop_keys:
-                    cfg.pop(key, None)
+                cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+                cfg.pop("domain", None)  # a description used for config checks, not a constructor argument
                 if cfg.get("dtype") == "auto":  # half precision only where the method actually runs on a GPU
-                    cfg.dtype = "fp16" if self.device.type == "cuda" else "fp32"
+                    from diffedit_lab.diffusion.priors import resolve_dtype
+
+                    cfg.dtype = str(resolve_dtype("auto", self.device)).removeprefix("torch.")
                 obj = instantiate(cfg)
                 if isinstance(obj, torch.nn.Module):
                     obj.eval().requires_grad_(False)
@@ -83,21 +82,59 @@ class EditingMethod(LightningModule):
         return state
 
     # --- stages -----------------------------------------------------------------------------------------------
-    def resolve_stages(self, stage: str | list[str] | None) -> list[str]:
-        if stage is None:
-            return list(self.DEFAULT_STAGES)
-        stages = [stage] if isinstance(stage, str) else list(stage)
-        for s in stages:
-            if s not in self.STAGES:
-                raise UserError(
-                    f"method '{type(self).__name__}' has no stage '{s}'; its stages are {list(self.STAGES)}"
-                )
-        return stages
+    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+        log.info("stage %s", stage.name)
+        self.stage = stage
+        getattr(self, f"stage_{stage.name}")(ctx)
 
-    def run_stage(self, stage: str, ctx: StageContext) -> dict[str, float]:
-        log.info("stage %s", stage)
-        return getattr(self, f"stage_{stage}")(ctx) or {}
+    def run_training(self, ctx: StageContext, settings: Any, callbacks: Sequence = ()) -> None:
+        """``trainer.fit`` on a Trainer of this stage's own (max_steps, callbacks, ``checkpoints/<stage>/``),
+        resumed from that folder when ``ckpt_path=last``."""
+        trainer = ctx.fit_trainer(self.stage, settings, callbacks)
+        trainer.fit(self, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(self.stage))
 
+    def run_predict(self, ctx: StageContext, dataloader, step: Callable, callbacks: Sequence = ()) -> None:
+        """Lightning's predict loop over ``dataloader`` with ``step(batch, batch_idx) -> outputs``; the callbacks
+        (image writers, metrics) consume the outputs."""
+        trainer = ctx.predict_trainer(self.stage, callbacks)
+        self._predict_fn = step
+        try:
+            trainer.predict(self, dataloaders=dataloader, return_predictions=False)
+        finally:
+            self._predict_fn = None
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        if self._predict_fn is None:
+            raise RuntimeError("predict_step outside run_predict")
+        return self._predict_fn(batch, batch_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.stage is not None:
+            checkpoint["diffedit_stage"] = self.stage.name
+
+    # --- trained weights --------------------------------------------------------------------------------------
+    def trained_weights_path(self, ctx: StageContext, export_name: str, train_stage: str, what: str) -> Path:
+        """Where an inference stage finds what ``train_stage`` produced when it did not run in this invocation.
+
+        Looked up in order: ``method.weights`` (an exported file or a Lightning ``.ckpt``), ``ckpt_path`` (``last`` =
+        ``checkpoints/<train_stage>/last.ckpt`` of the run dir), then ``<run dir>/<export_name>``.
+        """
+        ckpt = ctx.ckpt_path
+        if ckpt == "last":
+            ckpt = ctx.checkpoint_dir(train_stage) / "last.ckpt"
+        candidates = [getattr(self.cfg, "weights", None), ckpt, ctx.run_dir / export_name]
+        for c in candidates:
+            if c and Path(str(c)).expanduser().is_file():
+                return Path(str(c)).expanduser()
+        named = [str(c) for c in candidates[:2] if c]
+        raise UserError(
+            f"no trained {what}"
+            + (f" ({', '.join(named)} not found)" if named else "")
+            + f": run stage {train_stage} first, or pass method.weights=<run>/{export_name}"
+            f" (or ckpt_path=<run>/checkpoints/{train_stage}/last.ckpt)"
+        )
+
+    # --- evaluation of any folders ------------------------------------------------------------------------
     def evaluate_folder(
         self,
         ctx: StageContext,
@@ -114,13 +151,13 @@ class EditingMethod(LightningModule):
         from diffedit_lab.evaluation.folder_eval import evaluate_folders
         from diffedit_lab.evaluation.suite import MetricSuite
 
-        if not folder_cfg.get("ref"):
+        if not folder_cfg.ref:
             raise UserError("eval.folder.pred is set but eval.folder.ref is not: give the reference/source folder")
         suite = MetricSuite(
             list(folder_cfg.metrics),
-            fid_feature=folder_cfg.get("fid_feature", "inception"),
-            fid_weights_path=folder_cfg.get("fid_weights_path"),
-            lpips_backbone_path=folder_cfg.get("lpips_backbone_path"),
+            fid_feature=folder_cfg.fid_feature,
+            fid_weights_path=folder_cfg.fid_weights_path,
+            lpips_backbone_path=folder_cfg.lpips_backbone_path,
             clip=clip,
             src_text=src_text,
             tgt_text=tgt_text,
@@ -131,23 +168,9 @@ class EditingMethod(LightningModule):
             folder_cfg.ref,
             suite,
             resolution=folder_cfg.resolution,
-            batch_size=int(folder_cfg.get("batch_size", 16)),
+            batch_size=int(folder_cfg.batch_size),
             device=ctx.device,
         )
         metrics = {f"eval/{k}": float(v) for k, v in result.items()}
-        self.write_metrics(ctx, metrics)
+        ctx.write_metrics(metrics)
         return metrics
-
-    # --- outputs ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def write_metrics(ctx: StageContext, metrics: dict[str, float], step: int | None = None) -> None:
-        """Merge into ``metrics.json`` (and ``metrics.csv``) of the run dir and send to every logger."""
-        ctx.metrics.update(metrics)
-        atomic_json_dump(ctx.metrics, ctx.run_dir / "metrics.json")
-        with open(ctx.run_dir / "metrics.csv", "w") as f:
-            f.write("metric,value\n")
-            for k, v in sorted(ctx.metrics.items()):
-                f.write(f"{k},{v}\n")
-        for logger in ctx.trainer.loggers:
-            logger.log_metrics(metrics, step=step if step is not None else ctx.trainer.global_step)
-            logger.save()

@@ -1,4 +1,4 @@
-"""Logger factories."""
+"""Logger factories and sending image files to the loggers that take images."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def wandb_logger(**kwargs: Any):
         kwargs.setdefault("offline", True)
     os.makedirs(kwargs.get("save_dir") or ".", exist_ok=True)
     return WandbLogger(**kwargs)
+
+
+def log_image_file(loggers, key: str, path, step: int = 0) -> None:
+    """Send a PNG to W&B (``log_image``) and TensorBoard (``add_image``); other loggers keep the file only."""
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=[str(path)], step=step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):
+            import numpy as np
+            from PIL import Image
+
+            logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")

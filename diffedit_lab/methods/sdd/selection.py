@@ -137,6 +137,11 @@ class Selection:
             t = self.timesteps[int(torch.multinomial(probs, 1, generator=generator))]
         return torch.full((batch,), t, dtype=torch.long)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Selection:
+        rr = d.get("random_range")
+        return cls(timesteps=list(d["timesteps"]), weights=d.get("weights"), random_range=tuple(rr) if rr else None)
+
     def to_dict(self) -> dict:
         return {
             "timesteps": self.timesteps,
@@ -199,3 +204,22 @@ def select(
             )
         return Selection(timesteps=[ts[i] for i in keep], weights=[_goodness(score, values, i) for i in keep])
     raise UserError(f"unknown selection rule '{rule}'; use min, max, below_X, above_X, random or fixed_T")
+
+
+def check_rule(rule: str, key: str = "method.selection.rule") -> None:
+    """The rule's syntax, without a score table (start-up validation)."""
+    from diffedit_lab.utils.schema import ConfigError
+
+    allowed = "min | max | random | fixed_<t> (t >= 0) | below_<x> | above_<x>"
+    if rule in ("min", "max", "random"):
+        return
+    head, _, tail = rule.partition("_")
+    try:
+        if head == "fixed" and int(tail) >= 0:
+            return
+        if head in ("below", "above"):
+            float(tail)
+            return
+    except ValueError:
+        pass
+    raise ConfigError(key, rule, f"expected {allowed}")

@@ -1,0 +1,74 @@
+"""Config schemas every method shares: the text prompt, a training stage's loop settings, folder evaluation.
+
+Each method's own schema (e.g. ``methods/sdd/config.py``) is a dataclass built from these pieces and is checked by
+``diffedit_lab.utils.schema.validate`` at start-up, before any model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffedit_lab.evaluation.suite import ALL_METRICS
+from diffedit_lab.utils.schema import ConfigError, bounds
+
+Component = dict[str, Any]  # a Hydra `_target_` node (generator, prior, CLIP, …), instantiated lazily
+
+
+@dataclass
+class PromptConfig:
+    """The shared ``prompt`` group: what every text-guided method reads (SDD, Rectifier, SDEdit/DDIB)."""
+
+    name: str = "custom"
+    text: str = ""
+    source_text: str = ""
+    domain: str = "any"
+
+    def check(self, key: str) -> None:
+        if not self.text.strip():
+            raise ConfigError(f"{key}.text", self.text, 'must not be empty: pick a preset (prompt=angry) or set prompt.text="..."')
+
+
+@dataclass
+class TrainStageConfig:
+    """A training stage's own loop: its Trainer gets ``max_steps=steps`` and writes ``checkpoints/<stage>/``."""
+
+    steps: int = field(default=1000, metadata=bounds(ge=1))
+    checkpoint_every: int = field(default=1000, metadata=bounds(ge=1))
+    preview_every: int = field(default=0, metadata=bounds(ge=0))  # image grids every N steps (0 = off)
+
+
+@dataclass
+class FolderEvalConfig:
+    """``stage=eval`` on any two folders of images (``pred`` scored against ``ref``)."""
+
+    pred: str | None = None
+    ref: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "kid"])
+    resolution: int = field(default=256, metadata=bounds(ge=8))
+    batch_size: int = field(default=16, metadata=bounds(ge=1))
+    fid_feature: str | int = "inception"
+    fid_weights_path: str | None = None
+    lpips_backbone_path: str | None = None
+
+    def check(self, key: str) -> None:
+        check_metrics(f"{key}.metrics", self.metrics)
+
+
+def check_metrics(key: str, metrics: list[str], extra: tuple[str, ...] = ()) -> None:
+    allowed = list(ALL_METRICS) + list(extra)
+    for m in metrics:
+        if m not in allowed:
+            raise ConfigError(key, metrics, f"unknown metric '{m}'; choose from {allowed}")
+
+
+def check_optimizer(key: str, optim: dict[str, Any]) -> None:
+    """A ``_partial_`` optimiser node: a target, and lr > 0 / weight_decay >= 0 when given."""
+    if not optim.get("_target_"):
+        raise ConfigError(f"{key}._target_", None, "expected an optimiser class, e.g. torch.optim.AdamW")
+    lr = optim.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
+        raise ConfigError(f"{key}.lr", lr, "expected a number > 0")
+    wd = optim.get("weight_decay")
+    if wd is not None and (isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0):
+        raise ConfigError(f"{key}.weight_decay", wd, "expected a number >= 0")

@@ -1,0 +1,190 @@
+"""SDD's inference stages through Lightning's predict loop: ``edit`` (one mapper + one generator pass per code,
+plus real photos inverted by the projector) and ``eval`` (FID/KID, directional CLIP, identity, latent L2).
+
+The steps return images and metric inputs; :class:`ImageWriter` and :class:`MetricsCallback` consume them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from diffedit_lab.callbacks.metrics import MetricsCallback
+from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.methods.stage import StageContext
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+
+log = logging.getLogger(__name__)
+
+
+def test_loader(ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
+    """The test split, the first ``limit`` items, in order."""
+    dm = ctx.datamodule
+    dm.setup("test")
+    ds = dm.dataset("test")
+    if limit is not None and limit < len(ds):
+        ds = Subset(ds, range(limit))
+    if len(ds) == 0:
+        raise UserError("the test split is empty (data.num_test / the codes file's test split)")
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EditSteps:
+    """Predict steps of ``edit``; counts images to name them ``00000.png`` …"""
+
+    def __init__(self, module) -> None:
+        self.module = module
+        self.index = 0
+
+    @torch.no_grad()
+    def codes(self, batch: dict, batch_idx: int) -> dict:
+        m = self.module
+        w = m.codes_from_batch(batch)
+        before = m.synthesize(w)
+        _sync(m.device)
+        t0 = time.perf_counter()
+        after = m.synthesize(m.mapper.edit(w))
+        _sync(m.device)
+        latency = (time.perf_counter() - t0) / len(w)
+        names = [f"{self.index + i:05d}" for i in range(len(w))]
+        self.index += len(w)
+        return {
+            "names": names,
+            "images": {"original": before, "edited": after},
+            "metrics": {"scalars": {"latency_ms_per_image": torch.full((len(w),), 1000 * latency)}},
+        }
+
+    def photos(self, batch: dict, batch_idx: int) -> dict:
+        """Invert real photos with the optimisation projector, then edit their codes."""
+        from diffedit_lab.models.projector import project
+
+        m = self.module
+        images = batch["image"].to(m.device)
+        size = getattr(m.generator, "output_size", None)
+        if size is not None and tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        with torch.enable_grad():
+            w = project(m.generator, images, steps=m.cfg.edit.projector_steps, lr=m.cfg.edit.projector_lr, progress=False)
+        recon, edited, _ = m.edit_codes(w)
+        return {
+            "names": [Path(p).stem for p in batch["path"]],
+            "name_format": "photos/{name}_{key}.png",
+            "images": {"input": images, "inverted": recon, "edited": edited},
+            "grid": (recon, edited),
+            "tensors": {"photos/codes": w},
+        }
+
+
+def run_edit(module, ctx: StageContext) -> dict[str, float]:
+    module.ensure_trained(ctx)
+    e = module.cfg.edit
+    out = ctx.run_dir / "edit"
+    steps = EditSteps(module)
+    writer = ImageWriter(out, grid_keys=("original", "edited"), grid_columns=e.grid_columns, grid_max=e.grid_max,
+                         log_key="edit/before_after")  # fmt: skip
+    timing = MetricsCallback(lambda: _empty_suite(), prefix="edit")
+    loader = test_loader(ctx, e.max_images, _eval_batch_size(ctx))
+    module.run_predict(ctx, loader, steps.codes, callbacks=[writer, timing])
+    n_codes = writer.count
+    if e.photos:
+        dm = instantiate(e.photos)
+        dm.setup("test")
+        module.run_predict(ctx, dm.test_dataloader(), steps.photos, callbacks=[writer])
+    metrics = {**timing.result, "edit/num_images": float(n_codes)}
+    log.info("edited %d codes: %.2f ms/image (mapper + generator)", n_codes, metrics["edit/latency_ms_per_image"])
+    ctx.write_metrics(metrics)
+    return metrics
+
+
+def _eval_batch_size(ctx: StageContext) -> int:
+    dm = ctx.datamodule
+    hp = getattr(dm, "hparams", {}) or {}
+    return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
+
+
+def _empty_suite():
+    from diffedit_lab.evaluation.suite import MetricSuite
+
+    return MetricSuite([])
+
+
+def run_eval(module, ctx: StageContext) -> dict[str, float]:
+    from diffedit_lab.evaluation.suite import MetricSuite
+
+    e = module.cfg.eval
+    text, source = module.cfg.prompt.text, module.cfg.prompt.source_text
+    if e.folder.pred:
+        return module.evaluate_folder(
+            ctx,
+            e.folder,
+            clip=(lambda: module.clip) if "clip_dir" in e.folder.metrics else None,
+            identity=(lambda: module.identity) if "identity" in e.folder.metrics else None,
+            src_text=source,
+            tgt_text=text,
+        )
+    module.ensure_trained(ctx)
+    module.to(ctx.device)
+    wanted = [m for m in e.metrics if m != "latent_l2"]
+    if "identity" in wanted and module.identity is None:
+        wanted.remove("identity")
+
+    def make_suite() -> MetricSuite:
+        return MetricSuite(
+            wanted,
+            fid_feature=e.fid_feature,
+            fid_weights_path=e.fid_weights_path,
+            kid_subset_size=min(1000, int(e.max_images or 1000)),
+            clip=(lambda: module.clip) if "clip_dir" in wanted else None,
+            src_text=source,
+            tgt_text=text,
+            identity_encoder=(lambda: module.identity) if "identity" in wanted else None,
+        )
+
+    feed = (lambda suite, device: _feed_reference(module, suite, Path(e.reference_dir), device)) if e.reference_dir else None
+    scorer = MetricsCallback(make_suite, prefix="eval", feed_real=feed)
+
+    @torch.no_grad()
+    def step(batch: dict, batch_idx: int) -> dict:
+        w = module.codes_from_batch(batch)
+        before, after, w_edit = module.edit_codes(w)
+        metrics = {"edit": (before, after), "fake": after, "scalars": {}}
+        if e.reference_dir is None:
+            metrics["real"] = before
+        if "latent_l2" in e.metrics:
+            metrics["scalars"]["latent_l2"] = ((w_edit - w) ** 2).mean(dim=(1, 2))
+        return {"metrics": metrics}
+
+    loader = test_loader(ctx, e.max_images, e.batch_size)
+    module.run_predict(ctx, loader, step, callbacks=[scorer])
+    metrics = dict(scorer.result)
+    metrics["eval/num_images"] = float(len(loader.dataset))
+    log.info("eval: %s", {k: round(v, 5) for k, v in metrics.items()})
+    ctx.write_metrics(metrics)
+    return metrics
+
+
+def _feed_reference(module, suite, ref_dir: Path, device: torch.device) -> None:
+    from diffedit_lab.evaluation.folder_eval import list_images, load_image
+
+    files = list_images(ref_dir, "eval.reference_dir")
+    size = module.generator.output_size
+    batch = []
+    for f in files.values():
+        img = load_image(f, size)
+        if img is not None:
+            batch.append(img)
+        if len(batch) == 16:
+            suite.update_unpaired_real(torch.stack(batch).to(device))
+            batch = []
+    if batch:
+        suite.update_unpaired_real(torch.stack(batch).to(device))

@@ -1,0 +1,139 @@
+"""SDD's ``select`` stage: score the SDS gradient at each timestep of a grid and apply the selection rule.
+
+The scores are cached (in the run dir and ``method.selection.cache_dir``) keyed by everything that changes them —
+prompt × teacher × generator × grid × N × codes/data × seed — so ``fit``, later runs and the jobs of a sweep
+reuse one scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from diffedit_lab.methods.sdd import selection as sel
+from diffedit_lab.methods.stage import StageContext
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.io import atomic_json_dump
+from diffedit_lab.utils.schema import as_dict
+
+log = logging.getLogger(__name__)
+
+
+def selection_key(cfg) -> str:
+    c = cfg
+    key = {
+        "prompt": c.prompt.text,
+        "teacher": c.teacher,
+        "generator": c.generator,
+        "grid": list(c.selection.timesteps),
+        "n": c.selection.num_codes,
+        "guidance": as_dict(c.guidance),
+        "codes": as_dict(c.codes),
+        "scan_data": c.selection.scan_data,  # which codes are scanned (data config)
+        "seed": c.selection.seed,
+    }
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cache_files(module, ctx: StageContext) -> list[Path]:
+    name = f"scores_{selection_key(module.cfg)}.json"
+    files = [ctx.run_dir / "selection" / name]
+    if module.cfg.selection.cache_dir:
+        files.append(Path(module.cfg.selection.cache_dir) / name)
+    return files
+
+
+def load_cached_table(module, ctx: StageContext) -> sel.ScoreTable | None:
+    if not module.cfg.selection.cache:
+        return None
+    for path in cache_files(module, ctx):
+        if path.is_file():
+            log.info("reusing timestep scores from %s", path)
+            return sel.ScoreTable.from_dict(json.loads(path.read_text()))
+    return None
+
+
+@torch.no_grad()
+def scan_timesteps(module, codes_iter, timesteps: list[int], num_codes: int, seed: int = 0) -> sel.ScoreTable:
+    """Mean entropy / ℓ1 of the image-space SDS gradient at each t over ``num_codes`` generator images."""
+    sums = {t: {"entropy": 0.0, "l1": 0.0} for t in timesteps}
+    seen = 0
+    prompt, neg = module.cfg.prompt.text, module.cfg.guidance.negative_prompt
+    for batch_idx, w in enumerate(codes_iter):
+        w = w[: num_codes - seen]
+        images = module.synthesize(w)
+        for t in timesteps:
+            g = torch.Generator(device=module.device).manual_seed(seed * 100003 + batch_idx * 1009 + t)
+            grad = module.sds.image_gradient(images, t, prompt, neg, generator=g)
+            sums[t]["entropy"] += float(sel.gradient_entropy(grad).sum())
+            sums[t]["l1"] += float(sel.gradient_l1(grad).sum())
+        seen += len(w)
+        if seen >= num_codes:
+            break
+    if seen == 0:
+        raise UserError("timestep selection saw no codes: the training split is empty")
+    return sel.ScoreTable(
+        timesteps=list(timesteps),
+        entropy=[sums[t]["entropy"] / seen for t in timesteps],
+        l1=[sums[t]["l1"] / seen for t in timesteps],
+    )
+
+
+def _scan_codes(module, ctx: StageContext):
+    """Codes for the scan: seeds/codes of the train split (never the test images), batched."""
+    dm = ctx.datamodule
+    dm.setup("fit")
+    loader = torch.utils.data.DataLoader(dm.dataset("train"), batch_size=module.cfg.selection.batch_size)
+    for batch in loader:
+        yield module.codes_from_batch(batch)
+
+
+def run_select(module, ctx: StageContext) -> sel.Selection:
+    c = module.cfg.selection
+    module.to(ctx.device)
+    num_t = module.teacher.num_train_timesteps
+    for name, ts in (("method.selection.timesteps", c.timesteps), ("method.selection.random_range", c.random_range)):
+        if max(ts) >= num_t:
+            raise UserError(f"{name}={ts}: timesteps must lie in [0, {num_t - 1}] for this teacher")
+    out_dir = ctx.run_dir / "selection"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = None
+    if sel.needs_scan(c.rule) or c.always_scan:
+        table = load_cached_table(module, ctx)
+        if table is None:
+            t0 = time.perf_counter()
+            table = scan_timesteps(module, _scan_codes(module, ctx), list(c.timesteps), c.num_codes, seed=c.seed or 0)
+            log.info("timestep scan: %d t × %d codes in %.1fs", len(c.timesteps), c.num_codes, time.perf_counter() - t0)
+            for path in cache_files(module, ctx):
+                atomic_json_dump({"key": selection_key(module.cfg), **table.to_dict()}, path)
+    selection = sel.select(c.rule, table, score=c.score, random_range=tuple(c.random_range))
+    if max(selection.timesteps) >= num_t:
+        raise UserError(
+            f"selection rule '{c.rule}' picks t={max(selection.timesteps)} but the teacher has "
+            f"{num_t} timesteps (0..{num_t - 1})"
+        )
+    atomic_json_dump(
+        {"rule": c.rule, "score": c.score, "prompt": module.cfg.prompt.text, **selection.to_dict()}
+        | ({"random_range": list(c.random_range)} if c.rule == "random" else {}),
+        out_dir / "selected.json",
+    )
+    metrics: dict[str, float] = {}
+    if table is not None:
+        table.write_csv(out_dir / "scores.csv")
+        table.plot(
+            out_dir / "scores.png",
+            selected=selection.timesteps if selection.random_range is None else None,
+            title=f"{module.cfg.prompt.text}: {c.score}, rule {c.rule}",
+        )
+        ctx.log_image("select/scores", out_dir / "scores.png")
+        best = max(range(len(table.timesteps)), key=lambda i: table.hqs[i])
+        metrics["select/best_hqs_t"] = float(table.timesteps[best])
+    metrics["select/num_selected"] = float(len(selection.timesteps))
+    log.info("selected timesteps (%s on %s): %s", c.rule, c.score, selection.random_range or selection.timesteps)
+    ctx.write_metrics(metrics)
+    return selection

@@ -1,0 +1,200 @@
+"""Stages and the context they run in — the part of the runner that knows no method.
+
+A method declares its stages explicitly (``STAGES = (Stage("select", distributed=True), Stage("fit", train=True),
+Stage("edit"), …)``). The runner walks them in order; for each stage the :class:`StageContext` builds the Trainer
+it needs:
+
+* a **training** stage gets its own Trainer (``max_steps`` from the method's ``<stage>.steps``, capped by
+  ``trainer.max_steps`` when set), fresh callbacks from the ``callbacks`` group with its own checkpoint folder
+  ``checkpoints/<stage>/``, and resumes from that folder on its own (``ckpt_path=last``);
+* an **inference** stage goes through Lightning's predict loop (``trainer.predict``) with the callbacks the stage
+  passes (image writers, metrics); rank-0 stages get a single-device Trainer, distributed ones the configured
+  strategy.
+
+Per-stage values reach the configured callbacks through the ``${stage:key}`` resolver (keys: ``name``,
+``checkpoint_dir``, ``checkpoint_every``, ``preview_every``, ``images_dir``); outside a stage it yields null.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.io import atomic_json_dump
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a method. ``train``: runs ``trainer.fit`` with its own Trainer and checkpoints.
+    ``distributed``: runs on every DDP rank (training stages always do); otherwise rank 0 only."""
+
+    name: str
+    train: bool = False
+    distributed: bool = False
+    default: bool = True  # part of the method's default sequence (``stage=null``)
+
+    def __post_init__(self) -> None:
+        if self.train:
+            object.__setattr__(self, "distributed", True)
+
+
+_CURRENT: dict[str, Any] = {}
+
+
+def _stage_value(key: str) -> Any:
+    return _CURRENT.get(key)
+
+
+OmegaConf.register_new_resolver("stage", _stage_value, replace=True)
+
+
+@contextlib.contextmanager
+def stage_scope(values: dict[str, Any]) -> Iterator[None]:
+    """Make ``${stage:<key>}`` resolve to ``values[key]`` while callbacks are instantiated."""
+    old = dict(_CURRENT)
+    _CURRENT.clear()
+    _CURRENT.update(values)
+    try:
+        yield
+    finally:
+        _CURRENT.clear()
+        _CURRENT.update(old)
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+@dataclass
+class StageContext:
+    """What a stage may use: a Trainer factory, the datamodule, the run directory, the loggers, and the
+    run's metrics (merged into ``metrics.json``)."""
+
+    trainer_cfg: DictConfig
+    callbacks_cfg: DictConfig | None
+    datamodule: Any
+    run_dir: Path
+    loggers: list = field(default_factory=list)
+    ckpt_path: str | None = None
+    first_train_stage: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    trainer: Trainer | None = None  # the stage's current Trainer (set by the factory)
+
+    def __post_init__(self) -> None:
+        # rank and device as the configured strategy sees them (DDP children learn their rank from the env)
+        self._probe = Trainer(**self._trainer_kwargs(self.trainer_cfg), logger=False, callbacks=[])
+
+    # --- where things are ----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return (self.trainer or self._probe).strategy.root_device
+
+    @property
+    def global_rank(self) -> int:
+        return self._probe.global_rank
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.run_dir / "checkpoints" / stage
+
+    def resume_path(self, stage: Stage) -> str | None:
+        """``ckpt_path=last`` → this stage's ``checkpoints/<stage>/last.ckpt`` when it exists; an explicit path
+        resumes the run's first training stage."""
+        if self.ckpt_path is None:
+            return None
+        if self.ckpt_path == "last":
+            last = self.checkpoint_dir(stage.name) / "last.ckpt"
+            return str(last) if last.is_file() else None
+        return self.ckpt_path if stage.name == self.first_train_stage else None
+
+    # --- trainers -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _trainer_kwargs(cfg: DictConfig, **overrides: Any) -> dict[str, Any]:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("max_steps", None)
+            for k, v in overrides.items():
+                cfg[k] = v
+        return dict(instantiate(cfg, _partial_=True).keywords)
+
+    def fit_trainer(self, stage: Stage, settings: Any, callbacks: Sequence = ()) -> Trainer:
+        """A fresh Trainer for a training stage: its own max_steps, callbacks and checkpoint folder."""
+        steps = int(settings.steps)
+        cap = self.trainer_cfg.get("max_steps")
+        if cap is not None and int(cap) >= 0:
+            steps = min(steps, int(cap))
+        values = {
+            "name": stage.name,
+            "checkpoint_dir": str(self.checkpoint_dir(stage.name)),
+            "checkpoint_every": int(getattr(settings, "checkpoint_every", 0) or 0) or None,
+            "preview_every": int(getattr(settings, "preview_every", 0) or 0),
+            "images_dir": str(self.run_dir / "images" / stage.name),
+        }
+        with stage_scope(values):
+            configured = instantiate_all(self.callbacks_cfg)
+        if not self.loggers:  # logger=none: the LR monitor has nowhere to write
+            from lightning.pytorch.callbacks import LearningRateMonitor
+
+            configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
+        self.trainer = Trainer(
+            **self._trainer_kwargs(self.trainer_cfg),
+            max_steps=steps,
+            callbacks=[*configured, *callbacks],
+            logger=self.loggers or False,
+        )
+        return self.trainer
+
+    def predict_trainer(self, stage: Stage, callbacks: Sequence = ()) -> Trainer:
+        """A Trainer for an inference stage: the configured strategy when distributed, else one device.
+        ``inference_mode`` is off so a stage may still optimise inside ``predict_step`` (e.g. a projector)."""
+        overrides: dict[str, Any] = {"inference_mode": False, "enable_checkpointing": False}
+        if not stage.distributed:
+            overrides |= {"devices": 1, "num_nodes": 1, "strategy": "auto", "sync_batchnorm": False}
+        self.trainer = Trainer(
+            **self._trainer_kwargs(self.trainer_cfg, **overrides), callbacks=list(callbacks), logger=self.loggers or False
+        )
+        return self.trainer
+
+    # --- outputs ----------------------------------------------------------------------------------------------
+    def write_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Merge into ``metrics.json`` (and ``metrics.csv``) of the run dir and send to every logger."""
+        self.metrics.update(metrics)
+        if self.global_rank != 0:
+            return
+        atomic_json_dump(self.metrics, self.run_dir / "metrics.json")
+        with open(self.run_dir / "metrics.csv", "w") as f:
+            f.write("metric,value\n")
+            for k, v in sorted(self.metrics.items()):
+                f.write(f"{k},{v}\n")
+        trainer_step = self.trainer.global_step if self.trainer is not None else 0
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step if step is not None else trainer_step)
+            logger.save()
+
+    def log_image(self, key: str, path: Path) -> None:
+        from diffedit_lab.utils.loggers import log_image_file
+
+        log_image_file(self.loggers, key, path, step=self.trainer.global_step if self.trainer else 0)
+
+
+def check_stages(declared: Sequence[Stage], requested: str | Sequence[str] | None, owner: str) -> list[Stage]:
+    """The stages to run: the method's default sequence, or the requested names in the given order."""
+    by_name = {s.name: s for s in declared}
+    if requested is None:
+        return [s for s in declared if s.default]
+    names = [requested] if isinstance(requested, str) else list(requested)
+    for n in names:
+        if n not in by_name:
+            raise UserError(f"stage={n}: method '{owner}' has no stage '{n}'; its stages are {list(by_name)}")
+    return [by_name[n] for n in names]
