@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from diffedit_lab.utils.errors import UserError
-
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -47,8 +47,13 @@ def close_loggers() -> None:
         pass
 
 
-def method_class(cfg: DictConfig) -> type:
-    target = cfg.method.get("_target_")
+def build_method(node: DictConfig):
+    """The method of ``cfg.method``, its config validated (what ``run`` builds; handy in tests and notebooks)."""
+    return method_class_of(node).from_config(node)
+
+
+def method_class_of(node: DictConfig) -> type:
+    target = node.get("_target_")
     try:
         return get_class(target)
     except Exception as exc:
@@ -59,7 +64,7 @@ def run(cfg: DictConfig) -> RunResult:
     from lightning import seed_everything
 
     # --- cheap checks first: nothing is built until every value is known to be valid ----------------------
-    cls = method_class(cfg)
+    cls = method_class_of(cfg.method)
     method_cfg = checks.validate_method(cls, cfg.method)
     checks.check_trainer(cfg.trainer)
     checks.check_data(cfg.get("data"))

@@ -13,25 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
 
 
-def tiny_overrides(out_dir: Path, cache_dir: Path) -> list[str]:
-    """The demo preset, shrunk further: no logger, few steps, tmp dirs, no progress bars."""
+def tiny_overrides(out_dir: Path, cache_dir: Path, method: str = "sdd") -> list[str]:
+    """Any method on its own tiny variant (``method=<m>/tiny``, from conf/method/<m>/): no logger, tmp dirs, no
+    progress bars. Knows no method's keys."""
     return [
-        "experiment=demo",
+        f"method={method}/tiny",
         "logger=none",
         f"paths.output_dir={out_dir}",
         f"paths.cache_dir={cache_dir}",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        "prompt.steps=4",
-        "method.fit.checkpoint_every=2",
-        "method.fit.preview_every=2",
-        "method.selection.timesteps=[200,500,800]",
-        "method.selection.num_codes=2",
-        "method.selection.batch_size=2",
-        "method.edit.max_images=4",
-        "method.edit.projector_steps=3",
-        "method.edit.photos.names=[astronaut,chelsea]",
-        "method.eval.max_images=4",
     ]
 
 

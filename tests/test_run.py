@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diffedit_lab.run import run
+from diffedit_lab.run import build_method, run
 from diffedit_lab.utils.errors import UserError
 from tests.helpers import run_cli, tiny_overrides
 
@@ -23,25 +23,29 @@ def test_fast_dev_run_all_stages(compose, tmp_path):
 
 def test_resume_continues_step_count(compose, tmp_path):
     out = tmp_path / "run"
-    run(compose("stage=fit", "prompt.steps=4", out_dir=out))
-    last = out / "checkpoints" / "last.ckpt"
+    run(compose("stage=fit", "method.fit.steps=4", out_dir=out))
+    last = out / "checkpoints" / "fit" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 4
     first_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
 
     # resume the same run dir with a longer budget: continues from step 4, not from 0
-    run(compose("stage=fit", "prompt.steps=6", "ckpt_path=last", out_dir=out))
+    run(compose("stage=fit", "method.fit.steps=6", "ckpt_path=last", out_dir=out))
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 6
-    assert (out / "checkpoints" / "step_000006.ckpt").is_file()
+    assert (out / "checkpoints" / "fit" / "step_000006.ckpt").is_file()
     assert ckpt["sdd_selection"]["timesteps"], "the timestep selection travels with the checkpoint"
     resumed_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
     assert any(not torch.equal(first_mapper[k], resumed_mapper[k]) for k in first_mapper)
 
 
 def test_ddp_two_cpu_processes(compose, tmp_path):
-    cfg = compose("trainer=ddp_sim", "stage=[select,fit]", "prompt.steps=2", "callbacks=none")
-    run(cfg)
-    assert (tmp_path / "run" / "mapper.pt").is_file()
+    cfg = compose("trainer=ddp_sim", "stage=[select,fit]", "method.fit.steps=2", "callbacks=none")
+    result = run(cfg)
+    trainer = result.objects["context"].trainer
+    assert trainer.world_size == 2  # two processes trained; rank 0 handed its weights back to this process
+    saved = torch.load(tmp_path / "run" / "mapper.pt", weights_only=True)["mapper"]
+    untrained = build_method(cfg.method).mapper.state_dict()
+    assert any(not torch.equal(saved[k], untrained[k]) for k in saved), "the DDP steps updated the mapper"
 
 
 def test_unknown_stage_is_a_user_error(compose):
@@ -65,8 +69,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkey
     monkeypatch.setattr(LevelsMapper, "edit", edit_turning_nan)
     out = tmp_path / "run"
     with pytest.raises(UserError, match="non-finite loss at step 2"):
-        run(compose("stage=fit", "prompt.steps=4", out_dir=out))
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+        run(compose("stage=fit", "method.fit.steps=4", out_dir=out))
+    ckpt = torch.load(out / "checkpoints" / "fit" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
@@ -81,7 +85,7 @@ def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
     for rel in [
         "config_resolved.yaml",
         "mapper.pt",
-        "checkpoints/last.ckpt",
+        "checkpoints/fit/last.ckpt",
         "selection/scores.png",
         "selection/selected.json",
         "edit/grid.png",
@@ -89,14 +93,14 @@ def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
         "csv/metrics.csv",
     ]:
         assert (out / rel).is_file(), rel
-    assert list((out / "images").glob("before_after_step*.png"))
+    assert list((out / "images" / "fit").glob("before_after_step*.png"))
 
 
 def test_cli_missing_codes_file_is_one_line(tmp_path, cache_dir):
     missing = tmp_path / "nope" / "codes.pt"
     res = run_cli(
         *[
-            "experiment=demo",
+            "method=sdd/tiny",
             f"data.codes={missing}",
             f"hydra.run.dir={tmp_path / 'r'}",
             f"paths.cache_dir={cache_dir}",
@@ -154,7 +158,7 @@ def test_fixed_rule_skips_the_scan_unless_asked(compose, tmp_path):
 
 def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     trained = tmp_path / "trained"
-    run(compose("stage=[select,fit]", "prompt.steps=2", out_dir=trained))
+    run(compose("stage=[select,fit]", "method.fit.steps=2", out_dir=trained))
     saved = torch.load(trained / "mapper.pt", weights_only=True)["mapper"]
 
     # a new run dir with no mapper: a clear error instead of editing with a random mapper
@@ -163,22 +167,23 @@ def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
 
     from diffedit_lab.methods.sdd.module import SDDModule
 
-    for source in (f"method.weights={trained / 'mapper.pt'}", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"):
+    untrained = build_method(compose().method).mapper.state_dict()
+    assert any(not torch.equal(saved[k], untrained[k]) for k in saved), "2 steps moved the mapper off its init"
+    last = trained / "checkpoints" / "fit" / "last.ckpt"
+    for source in (f"method.weights={trained / 'mapper.pt'}", f"ckpt_path={last}"):
         out = tmp_path / source.split("=")[0]
-        cfg = compose("stage=[edit,eval]", source, out_dir=out)
-        module = __import__("diffedit_lab.utils.instantiate", fromlist=["instantiate"]).instantiate(cfg.method)
+        result = run(compose("stage=[edit,eval]", source, out_dir=out))
+        module = result.objects["method"]
         assert isinstance(module, SDDModule)
-        run(cfg)
         assert (out / "edit" / "grid.png").is_file()
-        # the mapper used is the trained one: reload through the same path and compare
-        module.load_mapper(trained / "mapper.pt" if "weights" in source else trained / "checkpoints" / "last.ckpt")
+        # the mapper the run edited with is the trained one, not a fresh init
         for k, v in module.mapper.state_dict().items():
-            torch.testing.assert_close(v, saved[k])
+            torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
     # both sources give the same edits (the same trained mapper)
     a, b = (tmp_path / name / "edit" / "edited" / "00000.png" for name in ("method.weights", "ckpt_path"))
     assert a.read_bytes() == b.read_bytes()
     # the Lightning checkpoint itself loads with weights_only=True (no pickled config objects)
-    torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.load(trained / "checkpoints" / "fit" / "last.ckpt", weights_only=True)
 
 
 def test_ckpt_path_last_without_checkpoint_is_a_user_error(compose, tmp_path):
@@ -190,7 +195,7 @@ def test_ckpt_path_last_without_checkpoint_is_a_user_error(compose, tmp_path):
 
 def test_later_stages_on_the_same_run_dir_keep_earlier_metrics_and_prompt_must_match(compose, tmp_path):
     out = tmp_path / "run"
-    run(compose("stage=[select,fit]", "prompt.steps=2", out_dir=out))
+    run(compose("stage=[select,fit]", "method.fit.steps=2", out_dir=out))
     run(compose("stage=edit", out_dir=out))  # picks up <run>/mapper.pt
     metrics = json.loads((out / "metrics.json").read_text())
     assert "select/num_selected" in metrics and "edit/num_images" in metrics and "train/loss" in metrics

@@ -14,13 +14,13 @@ def _multirun(args: list[str], timeout: int = 400):
 
 
 def _tiny(out, cache_dir) -> list[str]:
-    keep = [a for a in tiny_overrides(out, cache_dir) if not a.startswith(("paths.output_dir", "experiment="))]
+    keep = [a for a in tiny_overrides(out, cache_dir) if not a.startswith("paths.output_dir")]
     return [*keep, "stage=[select,fit,eval]", "callbacks=none", f"hydra.sweep.dir={out}"]
 
 
 def test_selection_ablation_writes_comparison_table(tmp_path, cache_dir):
     out = tmp_path / "ablation"
-    res = _multirun(["experiment=[demo,sdd_selection_ablation]", *_tiny(out, cache_dir)])
+    res = _multirun(["experiment=sdd_selection_ablation", *_tiny(out, cache_dir)])
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     rules = [r["overrides"] for r in rows]
@@ -39,7 +39,6 @@ def test_optuna_sweep_runs(tmp_path, cache_dir):
     out = tmp_path / "optuna"
     res = _multirun(
         [
-            "experiment=demo",
             "hparams_search=sdd_optuna",
             "hydra.sweeper.n_trials=2",
             "hydra.sweeper.sampler.n_startup_trials=1",

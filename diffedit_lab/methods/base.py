@@ -59,12 +59,15 @@ class EditingMethod(LightningModule):
             if cfg is None:
                 self._frozen[name] = None
             else:
-                cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+                cfg = OmegaConf.create(
+                    OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+                )
                 cfg.pop("domain", None)  # a description used for config checks, not a constructor argument
                 if cfg.get("dtype") == "auto":  # half precision only where the method actually runs on a GPU
                     from diffedit_lab.diffusion.priors import resolve_dtype
 
-                    cfg.dtype = str(resolve_dtype("auto", self.device)).removeprefix("torch.")
+                    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+                    cfg.dtype = names[resolve_dtype("auto", self.device)]
                 obj = instantiate(cfg)
                 if isinstance(obj, torch.nn.Module):
                     obj.eval().requires_grad_(False)

@@ -26,7 +26,9 @@ class PromptConfig:
 
     def check(self, key: str) -> None:
         if not self.text.strip():
-            raise ConfigError(f"{key}.text", self.text, 'must not be empty: pick a preset (prompt=angry) or set prompt.text="..."')
+            raise ConfigError(
+                f"{key}.text", self.text, 'must not be empty: pick a preset (prompt=angry) or set prompt.text="..."'
+            )
 
 
 @dataclass

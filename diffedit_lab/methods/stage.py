@@ -17,19 +17,19 @@ Per-stage values reach the configured callbacks through the ``${stage:key}`` res
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import Trainer
-from omegaconf import DictConfig, OmegaConf, open_dict
+from lightning import Callback, Trainer
+from omegaconf import DictConfig, open_dict
 
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump
+from diffedit_lab.utils.resolvers import stage_scope
 
 
 @dataclass(frozen=True)
@@ -47,34 +47,34 @@ class Stage:
             object.__setattr__(self, "distributed", True)
 
 
-_CURRENT: dict[str, Any] = {}
-
-
-def _stage_value(key: str) -> Any:
-    return _CURRENT.get(key)
-
-
-OmegaConf.register_new_resolver("stage", _stage_value, replace=True)
-
-
-@contextlib.contextmanager
-def stage_scope(values: dict[str, Any]) -> Iterator[None]:
-    """Make ``${stage:<key>}`` resolve to ``values[key]`` while callbacks are instantiated."""
-    old = dict(_CURRENT)
-    _CURRENT.clear()
-    _CURRENT.update(values)
-    try:
-        yield
-    finally:
-        _CURRENT.clear()
-        _CURRENT.update(old)
-
-
 def instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
     if not group:
         return []
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+class FinalCheckpoint(Callback):
+    """Writes ``<dir>/last.ckpt`` when a training stage ends on a step no periodic checkpoint covered, so
+    ``ckpt_path=last`` always resumes the stage's final state (a finished stage then has nothing left to do)."""
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        last = self.dirpath / "last.ckpt"
+        if trainer.global_step == 0 or trainer.fast_dev_run:
+            return
+        if last.is_file() and _saved_step(trainer, last) == trainer.global_step:
+            return
+        trainer.save_checkpoint(last)
+
+
+def _saved_step(trainer, path: Path) -> int | None:
+    for cb in trainer.checkpoint_callbacks:  # what ModelCheckpoint wrote last, without reading the file
+        if getattr(cb, "last_model_path", None) and Path(cb.last_model_path) == path:
+            return trainer.global_step if cb._last_global_step_saved == trainer.global_step else None
+    return None
 
 
 @dataclass
@@ -150,7 +150,7 @@ class StageContext:
         self.trainer = Trainer(
             **self._trainer_kwargs(self.trainer_cfg),
             max_steps=steps,
-            callbacks=[*configured, *callbacks],
+            callbacks=[*configured, *callbacks, FinalCheckpoint(self.checkpoint_dir(stage.name))],
             logger=self.loggers or False,
         )
         return self.trainer
@@ -162,7 +162,9 @@ class StageContext:
         if not stage.distributed:
             overrides |= {"devices": 1, "num_nodes": 1, "strategy": "auto", "sync_batchnorm": False}
         self.trainer = Trainer(
-            **self._trainer_kwargs(self.trainer_cfg, **overrides), callbacks=list(callbacks), logger=self.loggers or False
+            **self._trainer_kwargs(self.trainer_cfg, **overrides),
+            callbacks=list(callbacks),
+            logger=self.loggers or False,
         )
         return self.trainer
 

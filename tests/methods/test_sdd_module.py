@@ -1,19 +1,17 @@
-"""SDDModule built from the REAL Hydra config (experiment=demo: tiny StyleGAN2, tiny Stable Diffusion, tiny
+"""SDDModule built from the REAL Hydra config (method=sdd/tiny: tiny StyleGAN2, tiny Stable Diffusion, tiny
 ArcFace): what each loss term sees and where its gradient goes, plus the config/data checks of the module."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 
 from diffedit_lab.methods.sdd import selection as sel
-from diffedit_lab.utils.config import CONF_DIR as CONF
+from diffedit_lab.run import build_method
 from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.instantiate import instantiate
 
 LAMBDA_L2 = 5000.0  # distinctive values, so the test shows the weights come from the prompt preset
 LAMBDA_ID = 2.0
@@ -22,7 +20,7 @@ LAMBDA_ID = 2.0
 def _compose(out_dir: Path, *overrides: str):
     return compose_config(
         [
-            "experiment=demo",
+            "method=sdd/tiny",
             "logger=none",
             "callbacks=none",
             f"paths.output_dir={out_dir}",
@@ -40,8 +38,8 @@ def out_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def step(out_dir):
     """One training step at fixed t=500 on seeds [3, 4], recording the identity and SDS calls."""
-    cfg = _compose(out_dir, f"prompt.lambda_l2={LAMBDA_L2}", f"prompt.lambda_id={LAMBDA_ID}")
-    module = hydra.utils.instantiate(cfg.method)
+    cfg = _compose(out_dir, f"method.loss.latent_l2={LAMBDA_L2}", f"method.loss.identity={LAMBDA_ID}")
+    module = build_method(cfg.method)
     assert module.cfg.loss.latent_l2 == LAMBDA_L2 and module.cfg.loss.identity == LAMBDA_ID
     module.selection = sel.select("fixed_500")
     torch.manual_seed(0)
@@ -133,7 +131,7 @@ def test_total_loss_and_latent_l2_term(step):
 
 
 def test_training_step_without_selection_is_a_user_error(out_dir):
-    module = hydra.utils.instantiate(_compose(out_dir).method)
+    module = build_method(_compose(out_dir).method)
     with pytest.raises(UserError, match="selection"):
         module.training_step({"seed": torch.tensor([0, 1])}, 0)
 
@@ -156,15 +154,15 @@ def test_codes_from_batch(step):
 def test_prompt_domain_must_match_the_generator(out_dir):
     cfg = _compose(out_dir, "prompt.domain=cat", "generator.domain=face")
     with pytest.raises(UserError, match="domain"):
-        instantiate(cfg.method)
+        build_method(cfg.method)
     # the matching pair builds (so the error above is about the mismatch, not the override)
-    ok = instantiate(_compose(out_dir, "prompt.domain=face", "generator.domain=face").method)
+    ok = build_method(_compose(out_dir, "prompt.domain=face", "generator.domain=face").method)
     assert ok.cfg.prompt.domain == "face"
 
 
 def test_empty_prompt_text_is_a_user_error(out_dir):
     with pytest.raises(UserError, match="prompt.text"):
-        instantiate(_compose(out_dir, "prompt.text=''").method)
+        build_method(_compose(out_dir, "prompt.text=''").method)
 
 
 def test_truncation_centre_is_computed_once(step, monkeypatch):
@@ -191,7 +189,7 @@ def test_truncation_centre_is_computed_once(step, monkeypatch):
 
 def test_teacher_dtype_auto_follows_the_module_device(out_dir):
     cfg = _compose(out_dir, "prior=sd14")
-    module = instantiate(cfg.method)
+    module = build_method(cfg.method)
     built = {}
 
     def fake_instantiate(c):

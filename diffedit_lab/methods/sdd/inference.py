@@ -74,7 +74,9 @@ class EditSteps:
         if size is not None and tuple(images.shape[-2:]) != tuple(size):
             images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
         with torch.enable_grad():
-            w = project(m.generator, images, steps=m.cfg.edit.projector_steps, lr=m.cfg.edit.projector_lr, progress=False)
+            w = project(
+                m.generator, images, steps=m.cfg.edit.projector_steps, lr=m.cfg.edit.projector_lr, progress=False
+            )
         recon, edited, _ = m.edit_codes(w)
         return {
             "names": [Path(p).stem for p in batch["path"]],
@@ -150,7 +152,11 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
             identity_encoder=(lambda: module.identity) if "identity" in wanted else None,
         )
 
-    feed = (lambda suite, device: _feed_reference(module, suite, Path(e.reference_dir), device)) if e.reference_dir else None
+    feed = (
+        (lambda suite, device: _feed_reference(module, suite, Path(e.reference_dir), device))
+        if e.reference_dir
+        else None
+    )
     scorer = MetricsCallback(make_suite, prefix="eval", feed_real=feed)
 
     @torch.no_grad()

@@ -101,7 +101,9 @@ class SDDModule(EditingMethod):
             return w
         seeds = [int(s) for s in batch["seed"]]
         with torch.no_grad():
-            return self.generator.sample_wplus(seeds, truncation=self.cfg.codes.truncation, truncation_latent=self.w_avg)
+            return self.generator.sample_wplus(
+                seeds, truncation=self.cfg.codes.truncation, truncation_latent=self.w_avg
+            )
 
     @property
     def w_avg(self) -> torch.Tensor:
