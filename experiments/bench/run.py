@@ -431,7 +431,7 @@ def compose_sdd(out_dir: Path, extra: list[str] = ()):
             "callbacks=none",
             f"paths.output_dir={out_dir}",
             f"paths.cache_dir={out_dir / 'cache'}",
-            "prompt.lambda_id=0",
+            "method.loss.identity=0",
             *extra,
         ]
     )
@@ -500,11 +500,11 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
     """Framework (Hydra-composed SDDModule.training_step + backward + its AdamW) vs :class:`BareSDDStep`, same
     tiny models, codes, t and seeds. Returns a consistency check: both first-step losses from one state."""
     from diffedit_lab.methods.sdd import selection as sel
-    from diffedit_lab.utils.instantiate import instantiate
+    from diffedit_lab.run import build_method
 
     cfg = compose_sdd(work_dir)
     torch.manual_seed(SEED)
-    module = instantiate(cfg.method).to(device)
+    module = build_method(cfg.method).to(device)
     module.selection = sel.select(TRAIN_RULE)
     gen, sd = module.generator, module.teacher
     with torch.no_grad():
@@ -569,6 +569,7 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
     from lightning.pytorch.callbacks import Callback
 
     from diffedit_lab.methods.sdd import selection as sel
+    from diffedit_lab.run import build_method
     from diffedit_lab.utils.instantiate import instantiate
 
     class StepTimer(Callback):
@@ -588,7 +589,7 @@ def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:
     quiet_trainer = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     cfg = compose_sdd(work_dir / "trainer", [f"trainer.max_steps={steps}", *quiet_trainer])
     torch.manual_seed(SEED)
-    module = instantiate(cfg.method)
+    module = build_method(cfg.method)
     module.selection = sel.select(TRAIN_RULE)
     with torch.no_grad():
         trunc = float(cfg.method.codes.truncation)
