@@ -31,12 +31,14 @@ from diffedit_lab.utils.errors import UserError, missing_weights
 SD14 = "CompVis/stable-diffusion-v1-4"
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """``auto`` → float16 when CUDA is present (frozen priors in half precision), else float32."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | None = None) -> torch.dtype:
+    """The one rule for precision names. ``auto`` → float16 where the prior will run on a GPU (``device``; when
+    unknown, whether CUDA is present), else float32 — frozen priors in half precision only on a GPU."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return torch.float16 if torch.cuda.is_available() else torch.float32
+        on_gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+        return torch.float16 if on_gpu else torch.float32
     table = {
         "fp32": torch.float32,
         "float32": torch.float32,
