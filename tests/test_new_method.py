@@ -47,7 +47,7 @@ def test_toy_method_runs_two_training_stages_and_predict(toy, tmp_path):
     assert float(scale["state_dict"]["offset"]) == float(shift["state_dict"]["offset"])
     # inference went through the predict loop: images written, metrics from the callback
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["edit/offset"] == pytest.approx(float(method.offset), abs=1e-6)
+    assert metrics["edit/offset"] == pytest.approx(float(method.offset.detach()), abs=1e-6)
     assert metrics["edit/num_images"] == len(list((out / "edit" / "edited").glob("*.png"))) > 0
     assert "edit/l1" in metrics and (out / "edit" / "grid.png").is_file()
 

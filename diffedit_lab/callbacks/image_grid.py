@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from lightning import Callback
 
-from diffedit_lab.utils.io import save_images
+from diffedit_lab.utils.io import save_grid
 
 
 def log_image_file(loggers, key: str, path: str | Path, step: int = 0) -> None:
@@ -40,8 +40,6 @@ class ImageGridLogger(Callback):
         if step == self._last:
             return
         self._last = step
-        from torchvision.utils import make_grid
-
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -50,9 +48,7 @@ class ImageGridLogger(Callback):
             pl_module.train(was_training)
         for name, batch in images.items():
             nrow = self.nrow or max(1, len(batch) // 2)
-            grid = make_grid(batch.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-            path = self.out_dir / f"{name}_step{step:06d}.png"
-            save_images(grid[None], [path])
+            path = save_grid(batch, self.out_dir / f"{name}_step{step:06d}.png", nrow=nrow)
             log_image_file(trainer.loggers, f"images/{name}", path, step=step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -23,17 +23,17 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from diffedit_lab.data.base import SPLITS, SplitDataModule
 from diffedit_lab.data.images import RESIZE_MODES, FolderSource, ImageDataset, ImageSource, target_size
 from diffedit_lab.data.lsun import LmdbSource, is_lmdb
 from diffedit_lab.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "ImageDataModule"]
 FORMATS = ("folder", "lmdb", "auto")
 SPLIT_MODES = ("folders", "list", "ratio")
 VERIFY_LEVELS = ("none", "header", "full")
@@ -62,8 +62,11 @@ def _fraction(name: str, value: float) -> float:
     return float(value)
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Items are ``{"image": (3,H,W) float in [-1,1], "path": str relative to root, "index": int}``."""
+class ImageDataModule(SplitDataModule):
+    """Items are ``{"image": (3,H,W) float in [-1,1], "path": str relative to root, "index": int}``.
+
+    Serves ``train``/``val``/``test`` (see :class:`~diffedit_lab.data.base.SplitDataModule` for the interface).
+    """
 
     def __init__(
         self,
@@ -119,16 +122,13 @@ class ImageDataModule(L.LightningDataModule):
         self.layout_hint = _one_line(layout_hint)
         self.num_skipped = 0
         self.skipped_examples: list[str] = []
-        self._datasets: dict[str, Dataset] | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
     def prepare_data(self) -> None:
         self._prepare_root()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._datasets is None:
-            self._prepare_root()
-            self._datasets = self._build_datasets()
+    def _prepare(self) -> None:
+        self._prepare_root()
 
     def _prepare_root(self) -> None:
         """Hook for subclasses that create their root on first use (bundled samples)."""
@@ -262,42 +262,26 @@ class ImageDataModule(L.LightningDataModule):
         return {s: next(given[f] for f in _EVAL_FALLBACK[s] if f in given) for s in SPLITS}
 
     # --------------------------------------------------------------------------------------------- loaders
-    def dataset(self, split: str) -> Dataset:
-        """The dataset of one split (``train``/``val``/``test``), setting up on first use."""
-        _choice("split", split, SPLITS)
-        self.setup()
-        assert self._datasets is not None
-        return self._datasets[split]
-
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self.dataset(split)
-        train = split == "train"
+    def _check_loadable(self, split: str, dataset: Dataset) -> None:
         if len(dataset) == 0:
-            if train:
+            if split == "train":
                 raise self._layout_error(f"the train split under '{self.root}' is empty")
             log.warning("the %s split is empty; its loop will be skipped", split)
-        batch = self.batch_size if train else self.eval_batch_size
-        return DataLoader(
-            dataset,
-            batch_size=batch,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+    def _loader_settings(self, split: str) -> dict:
+        train = split == "train"
+        batch = self.batch_size if train else self.eval_batch_size
+        return {
+            "batch_size": batch,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "seed": self.seed,
+            "drop_last": train and len(self.dataset(split)) >= batch,
+            "flips": self.hflip and train,  # the sampler draws the flip bits: resumable augmentation
+        }
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def describe(self) -> dict:
         """A small summary to log at the start of a run: where the data came from and how much of it."""

@@ -180,15 +180,41 @@ class FolderSource:
         return f"FolderSource('{self.root}')"
 
 
+def load_image(path: str | os.PathLike, size: tuple[int, int], resize_mode: str = "resize") -> torch.Tensor | None:
+    """One image file as a [-1, 1] tensor (3, H, W) through the dataset pipeline (EXIF rotation, any mode to RGB,
+    bicubic resize; ``resize`` stretches, ``center_crop`` keeps aspect), or None with a warning if unreadable.
+
+    No JPEG draft decoding: evaluation compares pixels, so every image is decoded at full resolution first.
+    """
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(resize_image(to_rgb(img), size, resize_mode))
+    except UserError:
+        raise
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
+        log.warning("skipping unreadable image '%s': %s: %s", path, type(exc).__name__, exc)
+        return None
+
+
 def open_bytes(data: bytes) -> Image.Image:
     """Decode encoded image bytes (webp/jpeg/png...) lazily, like ``Image.open`` on a file."""
     return Image.open(io.BytesIO(data))
+
+
+def split_draw(key: int | tuple[int, bool], hflip: bool) -> tuple[int, bool]:
+    """A dataset key is an index, or ``(index, flip)`` from a sampler that draws the flips itself (resumable,
+    see :mod:`diffedit_lab.data.sampler`). A bare index with ``hflip`` flips at random (global RNG)."""
+    if isinstance(key, tuple | list):
+        index, flip = key
+        return int(index), bool(flip) and hflip
+    return int(key), hflip and bool(torch.rand(()) < 0.5)
 
 
 class ImageDataset(Dataset):
     """Items ``{"image": (3,H,W) in [-1,1], "path": str, "index": int}`` from a source and a fixed key list.
 
     ``prefix`` makes ``path`` relative to the dataset root even when the source is a split subfolder.
+    Keys are indices or ``(index, flip)`` pairs (:func:`split_draw`).
     A file that passed the setup check but fails to decode later (e.g. truncated after its header) is
     replaced by the next readable item with a warning, so one bad file does not kill a long run.
     """
@@ -212,12 +238,12 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict:
+        index, flip = split_draw(key, self.hflip)
         for attempt in range(min(_MAX_LOAD_RETRIES, len(self.keys))):
             key = self.keys[(index + attempt) % len(self.keys)]
             try:
                 with self.source.open(key) as img:
-                    flip = self.hflip and bool(torch.rand(()) < 0.5)
                     image = decode_image(img, self.size, self.resize_mode, flip)
                 return {"image": image, "path": self.prefix + key, "index": index}
             except Exception as exc:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from diffedit_lab.data.base import SplitDataModule
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.io import load_weights
+from diffedit_lab.utils.weights import load_weights
 
 
 class CodeTensorDataset(Dataset):
@@ -46,7 +46,7 @@ class SeedDataset(Dataset):
 
 def load_codes(path: str | Path) -> torch.Tensor:
     """Read an (N, L, D) W+ tensor (a bare tensor, or a dict with one tensor / a ``latents``/``codes`` key)."""
-    obj = load_weights(path, "W+ codes")
+    obj = load_weights(path, "W+ codes", expected="an (N, layers, dim) tensor of W+ codes, or a dict holding one")
     if isinstance(obj, dict):
         for key in ("latents", "codes", "w", "wplus"):
             if key in obj:
@@ -61,7 +61,12 @@ def load_codes(path: str | Path) -> torch.Tensor:
     return obj.float()
 
 
-class LatentCodesDataModule(LightningDataModule):
+class LatentCodesDataModule(SplitDataModule):
+    """Serves ``train`` and ``test`` (no ``val``); the interface is :class:`~diffedit_lab.data.base.SplitDataModule`'s.
+
+    Train batches drop the last incomplete batch and are shuffled by a seeded, resumable sampler.
+    """
+
     def __init__(
         self,
         codes: str | None = None,
@@ -76,47 +81,32 @@ class LatentCodesDataModule(LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.train_set: Dataset | None = None
-        self.test_set: Dataset | None = None
 
     @property
     def sampled(self) -> bool:
         return self.hparams.codes is None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _build_datasets(self) -> dict[str, Dataset]:
         hp = self.hparams
         if self.sampled:
             base = int(hp.seed) * 1_000_000
-            self.train_set = SeedDataset(base, int(hp.num_train))
-            self.test_set = SeedDataset(base + 900_000, int(hp.num_test))
-            return
+            return {
+                "train": SeedDataset(base, int(hp.num_train)),
+                "test": SeedDataset(base + 900_000, int(hp.num_test)),
+            }
         codes = load_codes(hp.codes)
         if hp.test_codes is not None:
-            self.train_set, self.test_set = CodeTensorDataset(codes), CodeTensorDataset(load_codes(hp.test_codes))
-        else:
-            n_test = min(int(hp.test_size), len(codes) - 1)
-            if n_test < 1:
-                raise UserError(f"W+ codes '{hp.codes}' hold {len(codes)} code(s); need at least 2 to split")
-            self.test_set, self.train_set = CodeTensorDataset(codes[:n_test]), CodeTensorDataset(codes[n_test:])
+            return {"train": CodeTensorDataset(codes), "test": CodeTensorDataset(load_codes(hp.test_codes))}
+        n_test = min(int(hp.test_size), len(codes) - 1)
+        if n_test < 1:
+            raise UserError(f"W+ codes '{hp.codes}' hold {len(codes)} code(s); need at least 2 to split")
+        return {"train": CodeTensorDataset(codes[n_test:]), "test": CodeTensorDataset(codes[:n_test])}
 
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.hparams.num_workers,
-            generator=torch.Generator().manual_seed(int(self.hparams.seed)),
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(
-            self.test_set, batch_size=self.hparams.eval_batch_size, shuffle=False, num_workers=self.hparams.num_workers
-        )
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def _loader_settings(self, split: str) -> dict:
+        train = split == "train"
+        return {
+            "batch_size": int(self.hparams.batch_size if train else self.hparams.eval_batch_size),
+            "num_workers": int(self.hparams.num_workers),
+            "seed": int(self.hparams.seed),
+            "drop_last": train,
+        }

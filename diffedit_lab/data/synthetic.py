@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from diffedit_lab.data.datamodule import SPLITS, ImageDataModule
+from diffedit_lab.data.images import split_draw
 from diffedit_lab.utils.errors import UserError
 
 _OCTAVES = ((4, 1.0), (8, 0.5), (16, 0.25))  # (grid size, amplitude)
@@ -41,10 +42,11 @@ class SyntheticImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict:
+        index, flip = split_draw(key, self.hflip)
         global_index = self.indices[index]
         image = smooth_random_image(global_index, self.seed, self.size)
-        if self.hflip and bool(torch.rand(()) < 0.5):
+        if flip:
             image = image.flip(-1)
         return {"image": image, "path": f"synthetic/{global_index:06d}.png", "index": index}
 

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from diffedit_lab.evaluation.hub_weights import resolve_hub_file
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.io import load_weights
+from diffedit_lab.utils.weights import load_weights, resolve_hub_file
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -63,7 +62,8 @@ def build_inception(dims: int = 2048, weights_path: str | None = None) -> nn.Mod
     if dims not in INCEPTION_DIMS:
         raise UserError(f"FID/KID inception feature size must be one of {INCEPTION_DIMS}, got {dims}")
     path = resolve_hub_file("FID Inception", INCEPTION_FILE, INCEPTION_URL, weights_path, "fid.weights_path")
-    load_weights(path, "FID Inception weights")  # refuse pickles with code before torch-fidelity loads it
+    # refuse pickles with code before torch-fidelity loads the file
+    load_weights(path, "FID Inception weights", expected=f"torch-fidelity's Inception state dict ({INCEPTION_FILE})")
     net = NoTrainInceptionV3(
         name="inception-v3-compat", features_list=[str(dims)], feature_extractor_weights_path=str(path)
     )

@@ -12,45 +12,36 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from diffedit_lab.data.images import IMAGE_EXTENSIONS, list_image_files, load_image
 from diffedit_lab.evaluation.suite import MetricSuite
 from diffedit_lab.utils.errors import UserError
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+# ``load_image`` and ``IMAGE_EXTENSIONS`` are the dataset pipeline's (diffedit_lab.data.images), re-exported here.
+__all__ = ["IMAGE_EXTENSIONS", "evaluate_folders", "list_images", "load_image"]
 
 
 def list_images(root: str | os.PathLike, what: str) -> dict[str, Path]:
-    """Images under ``root`` keyed by relative path without extension; UserError if none or no folder."""
+    """Images under ``root`` (as the datasets list them) keyed by relative path without extension; UserError
+    if there is no such folder or no image in it."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"{what} folder not found: '{root}' (give a directory of images, e.g. PNG/JPEG)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_image_files(root)
     if not files:
         raise UserError(f"{what} folder '{root}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     images: dict[str, Path] = {}
-    for path in files:
-        key = path.relative_to(root).with_suffix("").as_posix()
+    for rel in files:
+        path = root / rel
+        key = Path(rel).with_suffix("").as_posix()
         if key in images:
             log.warning("%s: '%s' and '%s' share a name; using the first", what, images[key], path)
             continue
         images[key] = path
     return images
-
-
-def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor | None:
-    """RGB image resized to ``size`` (H, W) as a [-1, 1] tensor (3,H,W), or None if unreadable."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
-            array = np.asarray(img, dtype=np.float32)
-    except (OSError, ValueError) as exc:
-        log.warning("skipping unreadable image '%s': %s", path, exc)
-        return None
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
 
 
 def _batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int, stats: dict) -> Iterator[torch.Tensor]:

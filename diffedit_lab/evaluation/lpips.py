@@ -1,75 +1,51 @@
-"""LPIPS as a DDP-friendly torchmetrics ``Metric`` whose ImageNet backbone is loaded from a known file.
+"""LPIPS: torchmetrics' public ``LearnedPerceptualImagePatchSimilarity`` with its backbone from a known file.
 
-torchmetrics ships LPIPS's linear-layer weights inside the package (``lpips_models/{alex,vgg,squeeze}.pth``)
-but fetches the torchvision backbone (AlexNet / VGG16 / SqueezeNet1.1) from download.pytorch.org on first
-use. Here the backbone comes from ``backbone_weights_path`` or the torch hub cache, or fails with the file
-name to provide; nothing is downloaded when HF_HUB_OFFLINE is set.
+torchmetrics ships LPIPS's linear-layer weights inside the package (``lpips_models/{alex,vgg,squeeze}.pth``) but
+has torchvision fetch the ImageNet backbone (AlexNet / VGG16 / SqueezeNet1.1) into the torch hub cache on first
+use. Here the backbone file is resolved first — ``backbone_weights_path``, else the torch hub cache, else a
+download only when online — checked with the safe loader, and handed to torchvision through a temporary hub
+cache holding just that file, so building the metric never downloads and a miss is one line naming the file.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-from torchmetrics import Metric
+from torch import Tensor
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-from diffedit_lab.evaluation.hub_weights import resolve_hub_file
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.io import load_weights
+from diffedit_lab.utils.weights import load_weights, resolve_hub_file, torch_hub_checkpoints
 
-# net_type → (torchvision constructor, checkpoint file name); URLs are torchvision's own.
-BACKBONES = {
-    "alex": ("alexnet", "alexnet-owt-7be5be79.pth"),
-    "vgg": ("vgg16", "vgg16-397923af.pth"),
-    "squeeze": ("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth"),
-}
+# net_type → torchvision architecture whose ImageNet weights (``<arch>_Weights.DEFAULT``) torchmetrics loads.
+BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
-def _slices(net: nn.Module) -> list[nn.Module]:
-    """torchmetrics' LPIPS backbones are Sequential slices whose children are named by torchvision index."""
-    out: list[nn.Module] = []
-    for child in net.children():
-        out.extend(child if isinstance(child, nn.ModuleList) else [child])
-    return out
-
-
-def build_lpips_net(net_type: str = "alex", backbone_weights_path: str | None = None) -> nn.Module:
-    """torchmetrics' LPIPS network (bundled linear layers) with the backbone loaded from a local file."""
+def backbone_url(net_type: str) -> str:
+    """The download URL (and so the torch hub file name) of the backbone torchmetrics' LPIPS loads."""
     import torchvision
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     if net_type not in BACKBONES:
         raise UserError(f"lpips.net_type must be one of {sorted(BACKBONES)}, got '{net_type}'")
-    arch, filename = BACKBONES[net_type]
-    url = f"https://download.pytorch.org/models/{filename}"
-    path = resolve_hub_file(f"LPIPS {arch} backbone", filename, url, backbone_weights_path, "lpips.backbone_path")
-    tv = getattr(torchvision.models, arch)(weights=None)
-    try:
-        tv.load_state_dict(load_weights(path, f"LPIPS {arch} backbone"))
-    except RuntimeError as exc:
-        raise UserError(f"LPIPS backbone '{path}' is not a torchvision {arch} checkpoint ({filename})") from exc
-    lpips = _NoTrainLpips(net=net_type, pnet_rand=True)  # random backbone now, real weights copied below
-    for piece in _slices(lpips.net):
-        for index, module in piece.named_children():
-            module.load_state_dict(tv.features[int(index)].state_dict())
-    return lpips.eval().requires_grad_(False)
+    return torchvision.models.get_model_weights(BACKBONES[net_type]).DEFAULT.url
 
 
-class LPIPS(Metric):
-    """Mean LPIPS distance over all image pairs; inputs in [-1, 1] (the project convention)."""
+class LPIPS(LearnedPerceptualImagePatchSimilarity):
+    """Mean LPIPS distance over all image pairs; inputs in [-1, 1] (the project convention), clamped.
 
-    higher_is_better = False
-    full_state_update = False
+    ``backbone_weights_path``: a local copy of torchvision's backbone checkpoint (the file named in the error
+    when it is missing); without it the torch hub cache is used. Extra kwargs go to torchmetrics' ``Metric``.
+    """
 
     def __init__(self, net_type: str = "alex", backbone_weights_path: str | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = build_lpips_net(net_type, backbone_weights_path)
-        self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+        url = backbone_url(net_type)
+        arch, filename = BACKBONES[net_type], url.rsplit("/", 1)[-1]
+        what = f"LPIPS {arch} backbone"
+        path = resolve_hub_file(what, filename, url, backbone_weights_path, "lpips.backbone_path")
+        load_weights(path, what, expected=f"torchvision's {arch} ImageNet state dict ({filename})")  # refuse code
+        try:
+            with torch_hub_checkpoints({filename: path}):
+                super().__init__(net_type=net_type, reduction="mean", normalize=False, **kwargs)
+        except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or wrong shapes
+            raise UserError(f"{what}: '{path}' is not a torchvision {arch} checkpoint (expected {filename})") from exc
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        scores = self.net(preds.float().clamp(-1, 1), target.float().clamp(-1, 1)).flatten()
-        self.score_sum += scores.double().sum()
-        self.total += scores.numel()
-
-    def compute(self) -> Tensor:
-        return (self.score_sum / self.total).float()
+        super().update(preds.float().clamp(-1, 1), target.float().clamp(-1, 1))

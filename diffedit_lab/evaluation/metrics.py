@@ -1,8 +1,9 @@
 """Project metrics as torchmetrics ``Metric``s: directional CLIP similarity, CLIP score, identity similarity.
 
-Each keeps a running sum and count (``dist_reduce_fx="sum"``), so the value is the mean over every sample
-seen on every DDP rank — not a mean of per-batch or per-rank means. Pixel metrics (PSNR, SSIM, L1, L2) reuse
-torchmetrics directly; see :mod:`diffedit_lab.evaluation.suite` for their [0, 1] range convention.
+Each is a :class:`torchmetrics.aggregation.MeanMetric` fed per-sample scores: it keeps a running (sum, count)
+reduced by summing across DDP ranks, so the value is the mean over every sample seen on every rank — not a
+mean of per-batch or per-rank means. Pixel metrics (PSNR, SSIM, L1, L2) reuse torchmetrics directly; see
+:mod:`diffedit_lab.evaluation.suite` for their [0, 1] range convention.
 """
 
 from __future__ import annotations
@@ -11,32 +12,26 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
+from torchmetrics.aggregation import MeanMetric
 
 from diffedit_lab.guidance.clip import CLIPGuide
 
 
-class MeanScore(Metric):
-    """Mean of per-sample scores accumulated as (sum, count)."""
+class _SampleMean(MeanMetric):
+    """Mean of per-sample scores; NaN scores propagate (``nan_strategy="disable"``), as a plain mean would."""
 
     full_state_update = False
     higher_is_better = True
 
     def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("nan_strategy", "disable")
         super().__init__(**kwargs)
-        self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
 
     def _add(self, scores: Tensor) -> None:
-        scores = scores.detach().flatten()
-        self.score_sum += scores.double().sum()
-        self.total += scores.numel()
-
-    def compute(self) -> Tensor:
-        return (self.score_sum / self.total).float()
+        super().update(scores.detach().flatten())
 
 
-class DirectionalCLIPSimilarity(MeanScore):
+class DirectionalCLIPSimilarity(_SampleMean):
     """Mean cos(E(edited) − E(source), T(tgt) − T(src)): does the edit move the way the text does?"""
 
     def __init__(self, clip: CLIPGuide, src_text: str, tgt_text: str, **kwargs) -> None:
@@ -49,7 +44,7 @@ class DirectionalCLIPSimilarity(MeanScore):
         self._add(self.clip.directional_similarity(src_images, tgt_images, self.src_text, self.tgt_text))
 
 
-class CLIPScore(MeanScore):
+class CLIPScore(_SampleMean):
     """Mean ``scale`` · cos(E(image), T(text)), unclamped. torchmetrics reports max(100·cos, 0) and
     Hessel et al. 2.5·max(cos, 0); ``scale=100`` matches the former for positive cosines. ``texts``
     given to ``update`` override ``text``.
@@ -67,7 +62,7 @@ class CLIPScore(MeanScore):
         self._add(self.scale * self.clip.clip_score(images, texts))
 
 
-class IdentitySimilarity(MeanScore):
+class IdentitySimilarity(_SampleMean):
     """Mean cosine between ``encoder`` embeddings of paired images (e.g. ArcFace on source vs edited faces).
 
     ``encoder`` maps [-1, 1] images (B,3,H,W) to embeddings (B,D); they are re-normalised here, so an

@@ -17,7 +17,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffedit_lab.evaluation.fid import feature_id
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.io import atomic_torch_save, load_weights
+from diffedit_lab.utils.io import atomic_torch_save
+from diffedit_lab.utils.weights import load_weights
 
 FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -57,7 +58,7 @@ class RealStatsCache:
             return False
         if _rank() != 0:
             return True
-        states = load_weights(path, "cached real-image statistics")
+        states = load_weights(path, "cached real-image statistics", expected=f"a cache file written by {__name__}")
         device = metric.device
         if _kind(metric) == "fid":
             for name in FID_STATES:

@@ -25,6 +25,9 @@ from diffedit_lab.evaluation.lpips import LPIPS
 from diffedit_lab.evaluation.metrics import CLIPScore, DirectionalCLIPSimilarity, IdentitySimilarity
 from diffedit_lab.evaluation.real_stats import RealStatsCache
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.io import to_uint8, to_unit  # [-1, 1] → [0, 1] float / uint8 as saved PNGs (FID/KID)
+
+__all__ = ["ALL_METRICS", "EDIT", "PAIRED", "UNPAIRED", "MetricSuite", "to_uint8", "to_unit"]
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +35,6 @@ PAIRED = ("psnr", "ssim", "lpips", "l1", "l2")
 UNPAIRED = ("fid", "kid")
 EDIT = ("clip_dir", "clip_score", "identity")
 ALL_METRICS = PAIRED + UNPAIRED + EDIT
-
-
-def to_unit(images: Tensor) -> Tensor:
-    """[-1, 1] → [0, 1] float."""
-    return (images.float().clamp(-1, 1) + 1) / 2
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """[-1, 1] → uint8 [0, 255] on the same device (FID/KID input)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _maybe_call(obj):

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffedit_lab.utils.errors import UserError, missing_weights
-from diffedit_lab.utils.io import atomic_json_dump, atomic_write, load_weights
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.io import atomic_json_dump, atomic_write
+from diffedit_lab.utils.weights import hf_cached_file, load_weights, missing_weights, offline_mode
 
 LOCAL_DIR = "local-dir:"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -43,29 +44,22 @@ def directional_cosine(d_img: Tensor, d_txt: Tensor, eps: float = 1e-8) -> Tenso
     return F.cosine_similarity(d_img, d_txt, dim=-1, eps=eps)
 
 
-def _hub_offline() -> bool:
-    """Read HF_HUB_OFFLINE now: huggingface_hub reads it only at import, too early for tests/launchers."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    return env in {"1", "true", "yes", "on"} or bool(constants.HF_HUB_OFFLINE)
-
-
 def _cached_tag_file(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
     """Path of a tag's weights if already downloaded (HF cache or open_clip's URL cache), else None."""
     hub = tag_cfg.get("hf_hub", "")
     if hub:
-        from huggingface_hub import hf_hub_download
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
         repo, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        if filename.endswith((".bin", ".pth")):
+        filename = filename or HF_WEIGHTS_NAME
+        names = [filename]  # open_clip tries a .safetensors alternative first, so do we
+        if filename == HF_WEIGHTS_NAME:
+            names.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
             names.insert(0, filename[:-4] + ".safetensors")
-        for name in names:
-            try:
-                return hf_hub_download(repo, name, cache_dir=cache_dir, local_files_only=True)
-            except Exception:  # not cached under this name
-                continue
+        found = hf_cached_file(repo, names, cache_dir=cache_dir)
+        if found:
+            return found
     url = tag_cfg.get("url", "")
     if url:
         path = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
@@ -87,7 +81,7 @@ def _resolve_tag(model_name: str, tag: str, cache_dir: str | None) -> tuple[str,
         )
     source = f"open_clip {model_name}/{tag}"
     path = _cached_tag_file(tag_cfg, cache_dir)
-    if path is None and _hub_offline():
+    if path is None and offline_mode():
         raise missing_weights(f"CLIP {model_name}", source, hint=_LOCAL_HINT)
     if path is None:
         try:
@@ -242,7 +236,9 @@ def _load_file(model: nn.Module, path: str, what: str) -> None:
     """Load a plain/DDP/'state_dict'-wrapped open_clip checkpoint, with a one-line error on mismatch."""
     from open_clip.convert import convert_state_dict
 
-    state = load_weights(path, what)
+    state = load_weights(path, what, expected="an open_clip state dict (optionally under 'state_dict')")
+    if not isinstance(state, dict):
+        raise UserError(f"{what}: '{path}' holds a {type(state).__name__}, not an open_clip state dict")
     state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:

@@ -1,5 +1,9 @@
 """User-facing errors: one clear line and a non-zero exit instead of a traceback."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class UserError(Exception):
     """A problem with the user's input, config, data or weights.
@@ -9,10 +13,10 @@ class UserError(Exception):
     """
 
 
-def missing_weights(what: str, source: str, hint: str = "") -> UserError:
-    """The standard message for weights that cannot be found locally or on the hub (offline runs)."""
-    msg = f"cannot load {what} from '{source}': not a local path and not in the Hugging Face cache"
-    msg += " (offline? set HF_HUB_OFFLINE=0 with network, or point the config at a local copy)"
-    if hint:
-        msg += f"; {hint}"
-    return UserError(msg)
+def __getattr__(name: str) -> Any:
+    """``missing_weights`` lives in :mod:`diffedit_lab.utils.weights`; this alias keeps old imports working."""
+    if name == "missing_weights":
+        from diffedit_lab.utils.weights import missing_weights
+
+        return missing_weights
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,16 +1,19 @@
-"""Safe file IO: atomic writes, safe checkpoint loading, image saving."""
+"""Safe file IO: atomic writes and image saving (weights loading lives in :mod:`diffedit_lab.utils.weights`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.weights import load_weights
+
+__all__ = ["atomic_json_dump", "atomic_torch_save", "atomic_write", "load_weights", "save_grid", "save_images"]
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:
@@ -41,33 +44,37 @@ def atomic_json_dump(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, _write)
 
 
-def load_weights(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
-    """Load a checkpoint safely: safetensors, or ``torch.load(weights_only=True)``.
-
-    Raises a one-line :class:`UserError` naming ``what`` and the path when the file is absent or unreadable.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{what}: file not found: '{path}' (set the config to the local path of the file)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with arbitrary objects, ...
-        raise UserError(f"{what}: cannot read '{path}': {type(exc).__name__}: {exc}") from exc
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images → float [0, 1] (torchvision's image range), detached, on the same device."""
+    return (images.detach().float().clamp(-1, 1) + 1) / 2
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images (B,3,H,W) -> uint8 (B,3,H,W)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    """[-1, 1] float images → uint8, rounded exactly as ``torchvision.utils.save_image`` writes PNGs
+    (``floor(255·(x+1)/2 + 0.5)``), on the same device."""
+    return to_unit(images).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
-def save_images(images: torch.Tensor, paths: list[str | os.PathLike]) -> None:
-    """Save each [-1, 1] image to its path as PNG."""
-    from PIL import Image
+def save_images(images: torch.Tensor, paths: Sequence[str | os.PathLike]) -> None:
+    """Save each [-1, 1] image (B,3,H,W) to its path (format from the extension, e.g. PNG)."""
+    from torchvision.utils import save_image
 
-    for img, p in zip(to_uint8(images), paths, strict=True):
-        Path(p).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(p)
+    images = to_unit(images).cpu()
+    if len(images) != len(paths):
+        raise ValueError(f"save_images: {len(images)} images but {len(paths)} paths")
+    for image, path in zip(images, paths, strict=True):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_image(image, path)
+
+
+def save_grid(
+    images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, padding: int = 2, pad_value: float = 1.0
+) -> Path:
+    """Save [-1, 1] images (B,3,H,W) as one grid image, ``nrow`` per row, separated by ``padding`` pixels of
+    ``pad_value`` (in [0, 1]: 1 is white)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(to_unit(images).cpu(), path, nrow=max(1, int(nrow)), padding=padding, pad_value=pad_value)
+    return path

@@ -13,11 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from diffedit_lab.utils.config import CONF_DIR as CONF
-
 from diffedit_lab.data.datamodule import ImageDataModule
 from diffedit_lab.data.samples import SampleImagesDataModule
 from diffedit_lab.data.synthetic import SyntheticDataModule
+from diffedit_lab.utils.config import CONF_DIR as CONF
 from diffedit_lab.utils.errors import UserError
 
 CONF_DIR = CONF / "data"
@@ -314,3 +313,45 @@ def test_every_data_config_instantiates_without_touching_disk(tmp_path, config):
     assert not any(tmp_path.iterdir())  # nothing created or required before setup()
     if dm.root is not None:
         assert str(dm.root).startswith(str(tmp_path))
+
+
+def test_interface_unknown_split_and_predict_is_the_test_split_in_order():
+    dm = SyntheticDataModule(num_images=16, resolution=8, batch_size=3, eval_batch_size=2, seed=1)
+    assert dm.splits == ("train", "val", "test")
+    with pytest.raises(UserError, match="unknown data split 'training'"):
+        dm.dataset("training")
+    test_paths = [dm.dataset("test")[i]["path"] for i in range(len(dm.dataset("test")))]
+    assert [p for b in dm.predict_dataloader() for p in b["path"]] == test_paths
+    assert [p for b in dm.test_dataloader() for p in b["path"]] == test_paths
+    with pytest.deprecated_call():
+        assert dm.train_set is dm.dataset("train")
+
+
+def test_train_order_and_flips_come_from_the_data_seed_and_resume(tmp_path):
+    arr = np.zeros((8, 8, 3), dtype=np.uint8)
+    arr[:, :4] = 255  # left half white: a flipped image starts black
+    for i in range(6):
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+
+    def loader(seed=0):
+        return make_dm(tmp_path, hflip=True, batch_size=2, seed=seed).train_dataloader()
+
+    def draws(dl, k):
+        out = []
+        while len(out) < k:
+            for b in dl:
+                out.append((b["path"], (b["image"][:, 0, 0, 0] < 0).tolist()))
+                if len(out) == k:
+                    break
+        return out
+
+    torch.manual_seed(0)
+    full = draws(loader(), 7)  # 3 batches an epoch: crosses two epoch boundaries
+    torch.manual_seed(1)  # neither order nor flips depend on the global RNG
+    assert draws(loader(), 7) == full and draws(loader(seed=1), 7) != full
+    assert {f for _, flips in full for f in flips} == {True, False}
+    first = loader()
+    assert draws(first, 4) == full[:4]
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    assert draws(resumed, 3) == full[4:]

@@ -25,19 +25,21 @@ def test_sampled_mode_seeds_are_disjoint_and_deterministic():
     assert dm.sampled
     dm.setup("fit")
     # train seeds seed·10⁶ + i, test seeds seed·10⁶ + 900000 + i
-    assert _seeds(dm.train_set) == [7_000_000, 7_000_001, 7_000_002, 7_000_003, 7_000_004]
-    assert _seeds(dm.test_set) == [7_900_000, 7_900_001, 7_900_002]
-    assert [dm.test_set[i]["index"] for i in range(3)] == [0, 1, 2]
+    assert _seeds(dm.dataset("train")) == [7_000_000, 7_000_001, 7_000_002, 7_000_003, 7_000_004]
+    assert _seeds(dm.dataset("test")) == [7_900_000, 7_900_001, 7_900_002]
+    assert [dm.dataset("test")[i]["index"] for i in range(3)] == [0, 1, 2]
     again = LatentCodesDataModule(num_train=5, num_test=3, seed=7)
     again.setup("test")
-    assert _seeds(again.train_set) == _seeds(dm.train_set) and _seeds(again.test_set) == _seeds(dm.test_set)
+    assert _seeds(again.dataset("train")) == _seeds(dm.dataset("train")) and _seeds(again.dataset("test")) == _seeds(
+        dm.dataset("test")
+    )
     other = LatentCodesDataModule(num_train=5, num_test=3, seed=8)
     other.setup()
-    assert not set(_seeds(other.train_set)) & set(_seeds(dm.train_set))
+    assert not set(_seeds(other.dataset("train"))) & set(_seeds(dm.dataset("train")))
     # default sizes: 100000 train and 100 test seeds never overlap
     big = LatentCodesDataModule(seed=0)
     big.setup()
-    train, test = big.train_set, big.test_set
+    train, test = big.dataset("train"), big.dataset("test")
     assert len(train) == 100_000 and len(test) == 100
     assert train[len(train) - 1]["seed"] < test[0]["seed"]
 
@@ -57,11 +59,11 @@ def test_file_mode_first_codes_are_the_test_split(tmp_path):
     codes = torch.arange(5 * 4 * 3, dtype=torch.float64).view(5, 4, 3)
     dm = LatentCodesDataModule(codes=str(_save(codes, tmp_path / "w.pt")), test_size=2, eval_batch_size=8)
     dm.setup("fit")
-    assert not dm.sampled and len(dm.test_set) == 2 and len(dm.train_set) == 3
+    assert not dm.sampled and len(dm.dataset("test")) == 2 and len(dm.dataset("train")) == 3
     for i in range(2):
-        assert torch.equal(dm.test_set[i]["w"], codes[i].float()) and dm.test_set[i]["index"] == i
+        assert torch.equal(dm.dataset("test")[i]["w"], codes[i].float()) and dm.dataset("test")[i]["index"] == i
     for i in range(3):
-        assert torch.equal(dm.train_set[i]["w"], codes[2 + i].float())
+        assert torch.equal(dm.dataset("train")[i]["w"], codes[2 + i].float())
     batch = next(iter(dm.test_dataloader()))
     assert batch["w"].dtype == torch.float32 and torch.equal(batch["w"], codes[:2].float())
 
@@ -70,7 +72,7 @@ def test_test_size_is_clamped_to_leave_one_training_code(tmp_path):
     codes = torch.randn(3, 2, 4)
     dm = LatentCodesDataModule(codes=str(_save(codes, tmp_path / "w.pt")), test_size=100)
     dm.setup()
-    assert len(dm.test_set) == 2 and torch.equal(dm.train_set[0]["w"], codes[2])
+    assert len(dm.dataset("test")) == 2 and torch.equal(dm.dataset("train")[0]["w"], codes[2])
 
 
 def test_separate_test_codes_file(tmp_path):
@@ -81,8 +83,8 @@ def test_separate_test_codes_file(tmp_path):
         test_size=1,
     )
     dm.setup()
-    assert len(dm.train_set) == 4 and len(dm.test_set) == 2
-    assert torch.equal(dm.train_set[0]["w"], train[0]) and torch.equal(dm.test_set[1]["w"], test[1])
+    assert len(dm.dataset("train")) == 4 and len(dm.dataset("test")) == 2
+    assert torch.equal(dm.dataset("train")[0]["w"], train[0]) and torch.equal(dm.dataset("test")[1]["w"], test[1])
 
 
 @pytest.mark.parametrize("key", ["latents", "codes", "w", "wplus", "anything"])
@@ -112,3 +114,36 @@ def test_a_single_code_cannot_be_split(tmp_path):
     dm = LatentCodesDataModule(codes=str(_save(torch.randn(1, 18, 512), tmp_path / "one.pt")))
     with pytest.raises(UserError, match="at least 2"):
         dm.setup()
+
+
+def test_interface_matches_the_image_datamodules():
+    dm = LatentCodesDataModule(num_train=6, num_test=3, batch_size=2, eval_batch_size=2, seed=1)
+    assert dm.splits == ("train", "test")
+    with pytest.raises(UserError, match="no 'val' split \\(it serves: train, test\\)"):
+        dm.dataset("val")
+    with pytest.raises(UserError, match="unknown data split 'valid'"):
+        dm.dataset("valid")
+    assert [b["seed"].tolist() for b in dm.predict_dataloader()] == [[1_900_000, 1_900_001], [1_900_002]]
+    assert [b["seed"].tolist() for b in dm.test_dataloader()] == [[1_900_000, 1_900_001], [1_900_002]]
+    with pytest.deprecated_call():
+        assert dm.train_set is dm.dataset("train")
+
+
+def test_train_loader_resumes_mid_epoch():
+    def make():
+        return LatentCodesDataModule(num_train=7, num_test=1, batch_size=2, seed=3).train_dataloader()
+
+    full = [b["seed"].tolist() for _, b in zip(range(6), make_passes(make()))]  # 3 batches an epoch
+    first = make()
+    it = iter(first)
+    head = [next(it)["seed"].tolist() for _ in range(2)]
+    resumed = make()
+    resumed.load_state_dict(first.state_dict())
+    rest = [b["seed"].tolist() for _, b in zip(range(4), make_passes(resumed))]
+    assert head + rest == full
+
+
+def make_passes(dl):
+    """Batches of consecutive passes over ``dl`` (each pass is a new epoch)."""
+    while True:
+        yield from dl

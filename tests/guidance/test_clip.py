@@ -94,16 +94,52 @@ def test_directional_cosine_hand_values(d_txt, loss):
     torch.testing.assert_close(got, torch.tensor([loss]))
 
 
-def test_directional_loss_matches_definition(guide):
-    torch.manual_seed(0)
-    src, tgt = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    d_img = guide.encode_image(tgt) - guide.encode_image(src)
-    d_txt = guide.encode_text("a smiling face") - guide.encode_text("a face")
-    manual = (1 - (d_img * d_txt).sum(-1) / (d_img.norm(dim=-1) * d_txt.norm(dim=-1))).mean()
-    loss = guide.directional_loss(src, tgt, "a face", "a smiling face")
-    torch.testing.assert_close(loss, manual)
+def _stub_encoders(guide, monkeypatch, image_vectors: dict[float, list[float]], text_vectors: dict[str, list[float]]):
+    """encode_image maps each image to the vector keyed by its (constant) pixel value; encode_text by text."""
+
+    def encode_image(x):
+        return torch.tensor([image_vectors[round(float(img.mean()), 3)] for img in x])
+
+    def encode_text(texts):
+        return torch.tensor([text_vectors[t] for t in ([texts] if isinstance(texts, str) else texts)])
+
+    monkeypatch.setattr(guide, "encode_image", encode_image)
+    monkeypatch.setattr(guide, "encode_text", encode_text)
+
+
+def _constant_images(*values: float) -> torch.Tensor:
+    return torch.stack([torch.full((3, 4, 4), v) for v in values])
+
+
+def test_directional_similarity_and_loss_hand_values(guide, monkeypatch):
+    """Text direction T(tgt) - T(src) = (0, 1, 0). Image directions: (0, 1, 0) → cos 1, (0, -1, 0) → cos -1,
+    (1, 1, 0) → cos 1/√2, (0, 0, 2) → cos 0; the loss is the mean of 1 - cos."""
+    s = 1 / math.sqrt(2)
+    _stub_encoders(
+        guide,
+        monkeypatch,
+        image_vectors={
+            0.1: [1.0, 0.0, 0.0],  # sources
+            0.2: [0.0, 0.0, 1.0],
+            0.3: [s, s, 0.0],
+            0.4: [0.0, 1.0, 0.0],
+            0.5: [1.0, 1.0, 0.0],  # edits
+            0.6: [0.0, -1.0, 1.0],
+            0.7: [1.0 + s, 1.0 + s, 0.0],
+            0.8: [0.0, 1.0, 2.0],
+        },
+        text_vectors={"a face": [1.0, 0.0, 0.0], "a smiling face": [1.0, 1.0, 0.0]},
+    )
+    src, tgt = _constant_images(0.1, 0.2, 0.3, 0.4), _constant_images(0.5, 0.6, 0.7, 0.8)
     sim = guide.directional_similarity(src, tgt, "a face", "a smiling face")
-    torch.testing.assert_close(sim.mean(), 1 - loss)
+    torch.testing.assert_close(sim, torch.tensor([1.0, -1.0, s, 0.0]))
+    loss = guide.directional_loss(src, tgt, "a face", "a smiling face")
+    torch.testing.assert_close(loss, torch.tensor((0.0 + 2.0 + (1 - s) + 1.0) / 4))
+    # one text pair per sample: the second sample's text direction is (0, -1, 0), so it now agrees (cos 1)
+    per_sample = guide.directional_similarity(
+        src[:2], tgt[:2], ["a face", "a smiling face"], ["a smiling face", "a face"]
+    )
+    torch.testing.assert_close(per_sample, torch.tensor([1.0, 1.0]))
 
 
 def test_directional_loss_zero_when_directions_align(guide, monkeypatch):
@@ -122,11 +158,24 @@ def test_gradient_reaches_input(guide):
     assert img.grad is not None and img.grad.abs().sum() > 0
 
 
-def test_clip_score_is_cosine(guide):
+def test_clip_score_hand_values(guide, monkeypatch):
+    """Unit image embeddings (1, 0), (0.6, 0.8), (-0.8, 0.6) against the text embedding (1, 0): 1, 0.6, -0.8."""
+    _stub_encoders(
+        guide,
+        monkeypatch,
+        image_vectors={0.1: [1.0, 0.0], 0.2: [0.6, 0.8], 0.3: [-0.8, 0.6]},
+        text_vectors={"a cat": [1.0, 0.0], "a dog": [0.0, 1.0]},
+    )
+    images = _constant_images(0.1, 0.2, 0.3)
+    torch.testing.assert_close(guide.clip_score(images, "a cat"), torch.tensor([1.0, 0.6, -0.8]))
+    torch.testing.assert_close(guide.clip_score(images, ["a cat", "a dog", "a dog"]), torch.tensor([1.0, 0.8, 0.6]))
+
+
+def test_clip_score_of_the_real_tiny_model_is_a_cosine(guide):
     img = torch.rand(2, 3, 32, 32) * 2 - 1
-    score = guide.clip_score(img, "a cat")
-    expected = F.cosine_similarity(guide.encode_image(img), guide.encode_text(["a cat"]), dim=-1)
-    torch.testing.assert_close(score, expected)
+    score = guide.clip_score(torch.cat([img, img]), "a cat")
+    assert score.shape == (4,) and bool((score.abs() <= 1 + 1e-6).all())
+    torch.testing.assert_close(score[:2], score[2:])  # the same image scores the same in any batch position
 
 
 def test_local_dir_round_trip(guide, tmp_path):
@@ -158,3 +207,19 @@ def test_unknown_or_uncached_tag_offline(monkeypatch, tmp_path):
         CLIPGuide(model_name="ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
     with pytest.raises(UserError, match="clip.pretrained is empty"):
         CLIPGuide(pretrained=None)
+
+
+def test_cached_tag_weights_are_found_without_network(tmp_path):
+    from diffedit_lab.guidance.clip import _cached_tag_file
+    from tests.utils.test_weights import _fake_hf_cache
+
+    path = _fake_hf_cache(tmp_path, "org/clip-b32", "open_clip_model.safetensors")
+    assert _cached_tag_file({"hf_hub": "org/clip-b32/"}, str(tmp_path)) == str(path)
+    # like open_clip, the .safetensors alternative of a named .bin is taken first
+    assert _cached_tag_file({"hf_hub": "org/clip-b32/open_clip_pytorch_model.bin"}, str(tmp_path)) == str(path)
+    other = _fake_hf_cache(tmp_path, "org/clip-l14", "weights.bin")
+    assert _cached_tag_file({"hf_hub": "org/clip-l14/weights.bin"}, str(tmp_path)) == str(other)
+    assert _cached_tag_file({"hf_hub": "org/missing/"}, str(tmp_path)) is None
+    url_file = tmp_path / "ViT-B-32.pt"
+    url_file.write_bytes(b"x")
+    assert _cached_tag_file({"url": "https://example.invalid/a/ViT-B-32.pt"}, str(tmp_path)) == str(url_file)

@@ -1,0 +1,106 @@
+"""The interface every datamodule in :mod:`diffedit_lab.data` has, whatever it serves (images or latent codes).
+
+* ``setup(stage=None)``: builds the split datasets once (idempotent; construction never touches the disk);
+* ``dataset(split)`` for ``split`` in ``train``/``val``/``test``: the dataset of that split, set up on first use,
+  or a one-line :class:`UserError` naming the splits the datamodule does have;
+* ``train_dataloader()``: seeded, resumable shuffling (:mod:`diffedit_lab.data.sampler`), so a run resumed from a
+  Lightning checkpoint sees exactly the batches an uninterrupted run would have seen;
+* ``test_dataloader()`` and ``predict_dataloader()`` (the test split again), sequential.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from diffedit_lab.data.sampler import ResumableDataLoader, resumable_train_loader
+from diffedit_lab.utils.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitDataModule(L.LightningDataModule):
+    """Subclasses implement ``_build_datasets()`` → ``{split: Dataset}`` (a subset of :data:`SPLITS`) and the
+    loader settings below; everything else is shared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._datasets: dict[str, Dataset] | None = None
+
+    # ----------------------------------------------------------------------------------------- subclass API
+    def _build_datasets(self) -> dict[str, Dataset]:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Hook run once before the datasets are built (e.g. writing bundled sample images)."""
+
+    def _loader_settings(self, split: str) -> dict:
+        """``batch_size``, ``num_workers``, ``pin_memory``, ``seed``, ``drop_last`` and ``flips`` for ``split``."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------------------------- interface
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets is None:
+            self._prepare()
+            self._datasets = self._build_datasets()
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this datamodule serves (after setup)."""
+        self.setup()
+        assert self._datasets is not None
+        return tuple(s for s in SPLITS if s in self._datasets)
+
+    def dataset(self, split: str) -> Dataset:
+        """The dataset of one split (``train``/``val``/``test``), setting up on first use."""
+        if split not in SPLITS:
+            raise UserError(f"unknown data split {split!r}; choose from {list(SPLITS)}")
+        self.setup()
+        assert self._datasets is not None
+        if split not in self._datasets:
+            raise UserError(f"{type(self).__name__} has no '{split}' split (it serves: {', '.join(self.splits)})")
+        return self._datasets[split]
+
+    @property
+    def train_set(self) -> Dataset:
+        """Deprecated alias of ``dataset("train")``."""
+        warnings.warn('datamodule.train_set is deprecated; use datamodule.dataset("train")', DeprecationWarning, 2)
+        return self.dataset("train")
+
+    def _check_loadable(self, split: str, dataset: Dataset) -> None:
+        """Hook: complain about an empty split (the image datamodule raises for an empty train split)."""
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        self._check_loadable(split, dataset)
+        o = self._loader_settings(split)
+        if split == "train":
+            return resumable_train_loader(
+                dataset,
+                o["batch_size"],
+                o["seed"],
+                drop_last=o["drop_last"],
+                flips=o.get("flips", False),
+                num_workers=o["num_workers"],
+                pin_memory=o.get("pin_memory", False),
+            )
+        return DataLoader(
+            dataset,
+            batch_size=o["batch_size"],
+            shuffle=False,
+            num_workers=o["num_workers"],
+            pin_memory=o.get("pin_memory", False),
+            persistent_workers=o["num_workers"] > 0,
+        )
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        return self._loader("train")  # type: ignore[return-value]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in order."""
+        return self._loader("test")
