@@ -25,7 +25,13 @@ def save_mapper(module, path: Path) -> None:
 
 def load_mapper(module, path: Path) -> None:
     """Load ``mapper.pt`` (from ``save_mapper``) or a Lightning checkpoint of SDD into ``module``."""
-    obj = load_weights(path, "SDD mapper")
+    obj = load_weights(
+        path, "SDD mapper", expected="a mapper.pt written by the fit stage or a Lightning checkpoint of SDD"
+    )
+    if not isinstance(obj, dict):
+        raise UserError(
+            f"'{path}' is neither a mapper.pt nor a Lightning checkpoint of SDD (it holds a {type(obj).__name__})"
+        )
     if "mapper" in obj:
         state, selection, prompt, scale = obj["mapper"], obj.get("selection"), obj.get("prompt"), obj.get("edit_scale")
     elif "state_dict" in obj:
