@@ -5,8 +5,9 @@ editing, where gradients must reach the image) and a *metric* (directional simil
 Hence preprocessing is done in torch on [-1, 1] tensors rather than with open_clip's PIL transforms.
 
 Weights come from an open_clip tag (resolved from the local cache first, so offline runs fail fast with a
-clear message), a weights file, or open_clip's ``local-dir:`` layout. ``tiny=True`` builds a small random
-model in code for tests and the offline demo.
+clear message), a weights file, or open_clip's ``local-dir:`` layout; ``model=`` wraps an open_clip model built
+elsewhere. The small random model of tests and the offline demo is built by :mod:`diffedit_lab.testing.clip`
+(``clip=tiny``; ``tiny=True`` here still builds it, for older callers).
 """
 
 from __future__ import annotations
@@ -30,13 +31,6 @@ LOCAL_DIR = "local-dir:"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHTS_FILE = "open_clip_model.safetensors"
-
-# Small enough to build in milliseconds on CPU, big enough to exercise every code path (2 heads, 2 layers).
-TINY_MODEL_CFG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
 
 
 def directional_cosine(d_img: Tensor, d_txt: Tensor, eps: float = 1e-8) -> Tensor:
@@ -99,7 +93,12 @@ class CLIPGuide(nn.Module):
 
     ``templates`` (e.g. ``["a photo of a {}."]``) turn each text into several prompts whose normalised
     embeddings are averaged (CLIP's prompt ensembling); leave it empty when prompts are full sentences.
-    ``seed`` only affects ``tiny=True``, so the tiny model is identical in every run and process.
+
+    ``model``: an open_clip model built elsewhere, wrapped as is (``model_name`` then only names its tokenizer,
+    ``pretrained``/``precision``/``cache_dir`` are unused); ``model_cfg`` is its open_clip architecture config,
+    kept for :func:`save_local_dir`. ``tiny=True`` builds the random test model of
+    :func:`diffedit_lab.testing.clip.tiny_clip_model` from ``seed`` (``seed`` affects nothing else).
+    A given ``device`` receives the guide.
     """
 
     def __init__(
@@ -111,44 +110,53 @@ class CLIPGuide(nn.Module):
         precision: str = "fp32",
         cache_dir: str | None = None,
         seed: int = 0,
+        model: nn.Module | None = None,
+        model_cfg: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.templates = list(templates) if templates else ["{}"]
         for t in self.templates:
             if "{}" not in t:
                 raise UserError(f"clip.templates entry '{t}' has no '{{}}' placeholder for the text")
-        model, tokenizer_name, mean, std = self._build(model_name, pretrained, tiny, precision, cache_dir, seed)
+        if tiny and model is None:
+            from diffedit_lab.testing.clip import TINY_CLIP_CFG, tiny_clip_model
+
+            model, model_cfg = tiny_clip_model(seed=seed, precision=precision), TINY_CLIP_CFG
+        if model is not None:
+            tokenizer_name, mean, std = model_name, CLIP_MEAN, CLIP_STD
+            self.name = "tiny" if tiny else f"{model_name}/custom"
+        else:
+            model, tokenizer_name, mean, std, model_cfg = self._build(model_name, pretrained, precision, cache_dir)
+            self.name = f"{model_name}/{pretrained}"
         self.model = model.eval().requires_grad_(False)
+        self.model_cfg: dict[str, Any] | None = model_cfg
         self.tokenizer = open_clip.get_tokenizer(tokenizer_name)
-        self.name = "tiny" if tiny else f"{model_name}/{pretrained}"
         size = self.model.visual.image_size
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: dict[str, Tensor] = {}
         self.eval()
+        if device is not None:
+            self.to(device)
 
     @staticmethod
-    def _build(model_name, pretrained, tiny, precision, cache_dir, seed):
-        """(model, tokenizer name, mean, std) for whichever weight source the config names."""
-        if tiny:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = open_clip.CLIP(**TINY_MODEL_CFG)
-            return model.to(dtype=_dtype(precision)), "ViT-B-32", CLIP_MEAN, CLIP_STD
+    def _build(model_name, pretrained, precision, cache_dir):
+        """(model, tokenizer name, mean, std, model config) for whichever weight source the config names."""
         if model_name.startswith(LOCAL_DIR) or (pretrained or "").startswith(LOCAL_DIR):
             return _load_local_dir(model_name if model_name.startswith(LOCAL_DIR) else pretrained, precision)
         if not pretrained:
             raise UserError(
                 "clip.pretrained is empty: give an open_clip tag (e.g. 'openai'), a weights file, "
-                "'local-dir:<dir>', or set clip.tiny=true for a random test model"
+                "'local-dir:<dir>', or use clip=tiny for a random test model"
             )
         if open_clip.get_model_config(model_name) is None:
             raise UserError(f"clip.model_name='{model_name}' is not an open_clip model (see open_clip.list_models())")
         if os.path.isfile(os.path.expanduser(pretrained)):
             model = open_clip.create_model(model_name, pretrained=None, precision=precision)
             _load_file(model, os.path.expanduser(pretrained), f"CLIP {model_name} weights")
-            return model, model_name, CLIP_MEAN, CLIP_STD
+            return model, model_name, CLIP_MEAN, CLIP_STD, open_clip.get_model_config(model_name)
         path, tag_cfg = _resolve_tag(model_name, pretrained, cache_dir)
         model = open_clip.create_model(
             model_name,
@@ -156,7 +164,11 @@ class CLIPGuide(nn.Module):
             precision=precision,
             force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
         )
-        return model, model_name, tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD)
+        mean, std = tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD)
+        model_cfg = dict(open_clip.get_model_config(model_name))
+        if tag_cfg.get("quick_gelu"):
+            model_cfg["quick_gelu"] = True
+        return model, model_name, mean, std, model_cfg
 
     # ----------------------------------------------------------------------------------------- images
     def preprocess(self, images: Tensor) -> Tensor:
@@ -228,10 +240,6 @@ class CLIPGuide(nn.Module):
         return super().train(False)
 
 
-def _dtype(precision: str) -> torch.dtype:
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-
-
 def _load_file(model: nn.Module, path: str, what: str) -> None:
     """Load a plain/DDP/'state_dict'-wrapped open_clip checkpoint, with a one-line error on mismatch."""
     from open_clip.convert import convert_state_dict
@@ -261,21 +269,27 @@ def _load_local_dir(spec: str, precision: str):
         model = open_clip.create_model(f"{LOCAL_DIR}{directory}", precision=precision, require_pretrained=True)
     except Exception as exc:
         raise UserError(f"cannot load CLIP from '{LOCAL_DIR}{directory}': {type(exc).__name__}: {exc}") from exc
-    pre = json.loads(config.read_text()).get("preprocess_cfg", {})
-    return model, f"{LOCAL_DIR}{directory}", pre.get("mean", CLIP_MEAN), pre.get("std", CLIP_STD)
+    saved = json.loads(config.read_text())
+    pre = saved.get("preprocess_cfg", {})
+    mean, std = pre.get("mean", CLIP_MEAN), pre.get("std", CLIP_STD)
+    return model, f"{LOCAL_DIR}{directory}", mean, std, saved.get("model_cfg")
 
 
 def save_local_dir(guide: CLIPGuide, directory: str | os.PathLike, model_cfg: dict[str, Any] | None = None) -> str:
     """Write ``guide`` in open_clip's local-dir layout and return the ``local-dir:`` string that loads it.
 
-    ``model_cfg`` defaults to the tiny config; pass the architecture's config for other models.
+    ``model_cfg`` (open_clip's architecture config) defaults to the guide's own, known for every model built
+    from a tag, a weights file, a local dir or the tiny test model.
     """
     from safetensors.torch import save_file
 
+    model_cfg = model_cfg or guide.model_cfg
+    if not model_cfg:
+        raise UserError(f"save_local_dir: the architecture config of CLIP '{guide.name}' is unknown; pass model_cfg")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = {
-        "model_cfg": model_cfg or TINY_MODEL_CFG,
+        "model_cfg": model_cfg,
         "preprocess_cfg": {"mean": guide.mean.flatten().tolist(), "std": guide.std.flatten().tolist()},
     }
     atomic_json_dump(cfg, directory / "open_clip_config.json")

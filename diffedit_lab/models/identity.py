@@ -3,8 +3,9 @@
 Those projects all ship one checkpoint, ``model_ir_se50.pth`` (TreB1eN's InsightFace IR-SE50, 112x112 input,
 512-d embedding). The modules below are named and ordered so that its state_dict loads *strictly*:
 ``input_layer.{0,1,2}``, ``body.{0..23}.{shortcut_layer,res_layer}`` (the squeeze-excitation module is
-``res_layer.5.fc1/fc2``) and ``output_layer.{0,3,4}``. A tiny variant with the same structure but fewer units
-and channels lets tests exercise the real loading path without the 175 MB file.
+``res_layer.5.fc1/fc2``) and ``output_layer.{0,3,4}``. The backbone's depth and widths are an
+:class:`IRSEConfig`; the tiny one of tests and the demo (:mod:`diffedit_lab.testing.identity`) exercises the real
+loading path without the 175 MB file.
 
 The encoder reproduces the pSp/StyleCLIP preprocessing exactly: images are brought to 256x256, the face region
 ``[35:223, 32:220]`` is cropped and average-pooled to 112x112. The embeddings of two images of the same person
@@ -43,7 +44,6 @@ class IRSEConfig:
 
 
 IRSE50 = IRSEConfig()
-IRSE_TINY = IRSEConfig(units=(1, 2, 1, 1), widths=(16, 32, 48, 64), embedding_dim=32)
 
 
 class SqueezeExcite(nn.Module):
@@ -134,12 +134,13 @@ class IdentityEncoder(nn.Module):
 
     Always in eval mode (``train()`` is a no-op): in train mode its BatchNorms would use batch statistics and
     overwrite the pretrained running statistics whenever a LightningModule that owns it starts training.
-    Gradients still flow to the *input*, which is what an identity loss needs.
+    Gradients still flow to the *input*, which is what an identity loss needs. ``config`` is the backbone's
+    architecture (IR-SE50 by default); ``weights_path`` a state_dict in the ``model_ir_se50.pth`` layout.
     """
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, tiny: bool = False) -> None:
+    def __init__(self, weights_path: str | os.PathLike | None = None, config: IRSEConfig = IRSE50) -> None:
         super().__init__()
-        self.backbone = IRSEBackbone(IRSE_TINY if tiny else IRSE50)
+        self.backbone = IRSEBackbone(config)
         if weights_path is not None:
             self.backbone.load_state_dict(_read_checkpoint(weights_path, self.backbone))
         self.requires_grad_(False)
@@ -192,18 +193,20 @@ def _read_checkpoint(weights_path: str | os.PathLike, model: nn.Module) -> dict[
 
 
 def build_identity(
-    weights_path: str | os.PathLike | None = None, tiny: bool = False, enabled: bool = True
+    weights_path: str | os.PathLike | None = None,
+    enabled: bool = True,
+    device: torch.device | str | None = None,
 ) -> IdentityEncoder | None:
-    """Hydra factory for the identity encoder, or ``None`` to switch identity losses/metrics off.
+    """Hydra factory for the ArcFace IR-SE50 identity encoder, or ``None`` to switch identity losses/metrics off.
 
-    Returns ``None`` when ``enabled`` is false, or when the full-size encoder is requested without weights:
-    a randomly initialised ArcFace would make the identity loss meaningless noise, so methods must treat
-    ``None`` as "no identity term". ``tiny=True`` without weights builds a random tiny encoder for tests and
-    the demo.
+    Returns ``None`` when ``enabled`` is false, or when no weights are given: a randomly initialised ArcFace
+    would make the identity loss meaningless noise, so methods must treat ``None`` as "no identity term".
+    The random tiny encoder of tests and the demo is :func:`diffedit_lab.testing.identity.tiny_identity`.
     """
     if not enabled:
         return None
-    if weights_path is None and not tiny:
+    if weights_path is None:
         log.warning("identity loss/metric disabled: set identity.weights_path to model_ir_se50.pth to enable it")
         return None
-    return IdentityEncoder(weights_path, tiny=tiny)
+    encoder = IdentityEncoder(weights_path)
+    return encoder if device is None else encoder.to(device)

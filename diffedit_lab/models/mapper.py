@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffedit_lab.models.stylegan2 import EqualLinear, PixelNorm
+from diffedit_lab.models.stylegan2.ops import EqualLinear, PixelNorm
 from diffedit_lab.utils.errors import UserError
 
 GROUPS = ("coarse", "medium", "fine")

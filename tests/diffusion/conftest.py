@@ -5,12 +5,13 @@ import copy
 import pytest
 
 from diffedit_lab.diffusion.priors import StableDiffusionPrior, UnconditionalPrior
+from diffedit_lab.testing.priors import tiny_sd_prior, tiny_unet_prior
 
 
 @pytest.fixture(scope="session")
 def sd_prior() -> StableDiffusionPrior:
     """Tiny Stable Diffusion (32 px images, 4×16×16 latents, 16-token prompts of width 32). Do not mutate."""
-    return StableDiffusionPrior.tiny()
+    return tiny_sd_prior()
 
 
 @pytest.fixture
@@ -24,10 +25,10 @@ def sd_prior_copy(sd_prior) -> StableDiffusionPrior:
 @pytest.fixture(scope="session")
 def pixel_prior() -> UnconditionalPrior:
     """Tiny pixel-space UNet2DModel prior (3×32×32), ε-only output. Do not mutate."""
-    return UnconditionalPrior.tiny()
+    return tiny_unet_prior()
 
 
 @pytest.fixture(scope="session")
 def pixel_prior_lv() -> UnconditionalPrior:
     """Tiny pixel-space prior with learned variance (6 output channels). Do not mutate."""
-    return UnconditionalPrior.tiny(learned_variance=True)
+    return tiny_unet_prior(learned_variance=True)

@@ -1,6 +1,7 @@
 """Priors: the weight-loading paths a user runs (save a tiny model in diffusers layout, load it back),
 offline errors, learned-variance splitting, classifier-free guidance and the text-embedding cache."""
 
+import copy
 import time
 
 import huggingface_hub.constants
@@ -10,6 +11,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from diffedit_lab.diffusion.priors import StableDiffusionPrior, UnconditionalPrior, resolve_dtype
+from diffedit_lab.testing.priors import tiny_sd_prior, tiny_unet_prior
 from diffedit_lab.utils.errors import UserError
 
 
@@ -137,13 +139,13 @@ def test_scalar_t_equals_per_sample_t(pixel_prior):
 
 
 def test_frozen_unless_trainable():
-    assert not any(p.requires_grad for p in UnconditionalPrior.tiny().parameters())
-    trainable = UnconditionalPrior.tiny(trainable=True)
+    assert not any(p.requires_grad for p in tiny_unet_prior().parameters())
+    trainable = tiny_unet_prior(trainable=True)
     assert all(p.requires_grad for p in trainable.parameters())
 
 
 def test_casting_the_prior_keeps_alpha_bar_in_fp32():
-    prior = UnconditionalPrior.tiny()
+    prior = tiny_unet_prior()
     prior.half()
     assert prior.alphas_cumprod.dtype == torch.float32
     torch.testing.assert_close(prior.alphas_cumprod, prior.scheduler.alphas_cumprod.float())
@@ -220,3 +222,104 @@ def test_encode_text_is_cached(sd_prior_copy):
 def test_sd_prior_is_frozen(sd_prior):
     assert not any(p.requires_grad for p in sd_prior.parameters())
     assert not sd_prior.unet.training and not sd_prior.vae.training and not sd_prior.text_encoder.training
+
+
+# --- device-aware dtype ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [("cuda", torch.float16), ("cuda:1", torch.float16), (torch.device("cuda", 0), torch.float16)]
+    + [("cpu", torch.float32), (torch.device("cpu"), torch.float32), ("meta", torch.float32)],
+)
+def test_resolve_dtype_auto_follows_the_device(monkeypatch, device, expected):
+    # the device where the prior will run decides, whatever CUDA availability says
+    for available in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert resolve_dtype("auto", device) is expected
+        assert resolve_dtype(None, device) is expected
+        assert resolve_dtype("bf16", device) is torch.bfloat16  # explicit names ignore the device
+
+
+def test_resolve_dtype_auto_without_device_asks_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_dtype("auto") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_dtype("auto") is torch.float32
+
+
+def test_builders_resolve_auto_for_their_device(pixel_prior, monkeypatch, tmp_path):
+    pixel_prior.save_pretrained(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "auto" alone would mean fp16 now
+    loaded = UnconditionalPrior.from_pretrained(str(tmp_path), dtype="auto", device="cpu")
+    assert loaded.dtype is torch.float32 and loaded.alphas_cumprod.device.type == "cpu"
+    assert tiny_unet_prior(dtype="auto", device="cpu").dtype is torch.float32
+    assert tiny_sd_prior(dtype="auto", device="cpu").dtype is torch.float32
+    assert UnconditionalPrior.from_pretrained(str(tmp_path), dtype="fp16", device="cpu").dtype is torch.float16
+
+
+# --- substituted U-Net parameters (functional_call) --------------------------------------------------------------
+
+CONV = "up_blocks.0.resnets.0.conv1.weight"
+
+
+def test_params_equal_to_the_modules_own_give_identical_output(pixel_prior_lv):
+    x, t = _pixels(), torch.tensor([10, 600])
+    own = dict(pixel_prior_lv.unet.named_parameters())
+    ref = pixel_prior_lv.predict_eps(x, t)
+    assert torch.equal(pixel_prior_lv.predict_eps(x, t, params=own), ref)
+    assert torch.equal(pixel_prior_lv.predict_eps(x, t, params={CONV: own[CONV]}), ref)  # partial dict
+    assert torch.equal(pixel_prior_lv.predict_eps(x, t, params={}), ref)
+    raw = pixel_prior_lv.forward_raw(x, t, params={CONV: own[CONV]})
+    assert raw.shape == (2, 6, 32, 32) and torch.equal(raw, pixel_prior_lv.forward_raw(x, t))
+
+
+def test_modified_conv_weight_equals_a_copy_with_that_weight(pixel_prior):
+    x, t = _pixels(), 300
+    weight = dict(pixel_prior.unet.named_parameters())[CONV]
+    modulated = weight * (1 + 0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    copy_ = copy.deepcopy(pixel_prior)
+    with torch.no_grad():
+        dict(copy_.unet.named_parameters())[CONV].copy_(modulated)
+    got = pixel_prior.predict_eps(x, t, params={CONV: modulated})
+    torch.testing.assert_close(got, copy_.predict_eps(x, t), atol=0, rtol=0)
+    assert not torch.allclose(got, pixel_prior.predict_eps(x, t), atol=1e-4)
+    # the prior itself is untouched by the call
+    assert torch.equal(dict(pixel_prior.unet.named_parameters())[CONV], weight)
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_gradients_reach_the_substituted_tensor_only(trainable):
+    prior = tiny_unet_prior(trainable=trainable)
+    own = dict(prior.unet.named_parameters())
+    delta = torch.zeros_like(own[CONV], requires_grad=True)  # θ̂ = θ · (1 + Δ), Rectifier style
+    eps = prior.predict_eps(_pixels(), 500, params={CONV: own[CONV].detach() * (1 + delta)})
+    eps.square().mean().backward()
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
+    assert own[CONV].grad is None  # the replaced tensor is not used at all
+    if trainable:  # the parameters that were not substituted still train
+        assert own["conv_in.weight"].grad is not None
+    else:
+        assert all(p.grad is None for p in prior.parameters())
+
+
+def test_params_with_unknown_names_or_wrong_shapes_fail(pixel_prior):
+    with pytest.raises(KeyError, match="not U-Net parameters"):
+        pixel_prior.predict_eps(_pixels(), 1, params={"up_blocks.0.nope.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="wrong shape"):
+        pixel_prior.predict_eps(_pixels(), 1, params={CONV: torch.zeros(3, 3)})
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_per_sample_params_through_vmap(pixel_prior):
+    """The Rectifier modulates every sample's kernels differently: vmap over (params, x, t)."""
+    weight = dict(pixel_prior.unet.named_parameters())[CONV]
+    weights = torch.stack([weight * 1.1, weight * 0.9])
+    x, t = _pixels(), torch.tensor([10, 500])
+
+    def one(w, xi, ti):
+        return pixel_prior.predict_eps(xi[None], ti[None], params={CONV: w})[0]
+
+    batched = torch.func.vmap(one)(weights, x, t)
+    looped = torch.stack([one(weights[i], x[i], t[i]) for i in range(2)])
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)

@@ -182,3 +182,98 @@ def test_samplers_in_sd_latent_space_with_cfg(sd_prior):
     assert not torch.allclose(plain, outs["ddim"])
     images = sd_prior.to_image_space(outs["ddim"])
     assert images.shape == (2, 3, 32, 32)
+
+
+# --- per-step hook -----------------------------------------------------------------------------------------------
+
+HOOKED = {
+    "ddim": lambda p, x, **kw: samplers.ddim_sample(p, x, clip_sample=False, **kw),
+    "invert": lambda p, x, **kw: samplers.ddim_invert(p, x, **kw),
+    "ddpm": lambda p, x, **kw: samplers.ddpm_sample(p, x, generator=torch.Generator().manual_seed(3), **kw),
+    "sdedit": lambda p, x, **kw: samplers.sdedit(p, x, strength=0.5, generator=torch.Generator().manual_seed(3), **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+def test_hook_returning_x_or_none_changes_nothing(gauss, name):
+    x = _data(shape=(2, 3, 8, 8), seed=5)
+    plain = HOOKED[name](gauss, x, num_steps=6)
+    assert torch.equal(HOOKED[name](gauss, x, num_steps=6, step_callback=lambda i, t, x: x), plain)
+    assert torch.equal(HOOKED[name](gauss, x, num_steps=6, step_callback=lambda i, t, x: None), plain)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ddim", [800, 600, 400, 200, 0]),
+        ("invert", [0, 200, 400, 600, 800]),
+        ("ddpm", [800, 600, 400, 200, 0]),
+        ("sdedit", [200, 0]),  # strength 0.5 of 5 steps: round(2.5) = 2 steps, the tail of the schedule
+    ],
+)
+def test_hook_is_called_once_per_step_with_the_steps_t(gauss, name, expected):
+    calls = []
+    gauss.seen = []
+    hook = lambda i, t, x: calls.append((i, int(t)))
+    HOOKED[name](gauss, _data(shape=(1, 1, 4, 4)), num_steps=5, step_callback=hook)
+    assert calls == list(enumerate(expected))
+    assert gauss.seen == expected  # the t whose ε the step just used
+
+
+def test_hook_adding_a_constant_one_ddim_step_by_hand(gauss):
+    """One DDIM step from t = 0 lands on the x₀ estimate (ᾱ_prev = 1); the hook's return value is the result."""
+    x = _data(shape=(2, 3, 4, 4), seed=6)
+    a = gauss.alphas_cumprod[0]
+    eps = (1 - a).sqrt() * x / (a * SIGMA**2 + 1 - a)
+    x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    seen = {}
+
+    def hook(i, t, x_new):
+        seen.update(i=i, t=int(t), x=x_new.clone())
+        return x_new + 0.25
+
+    out = samplers.ddim_sample(gauss, x, num_steps=1, clip_sample=False, step_callback=hook)
+    assert seen["i"] == 0 and seen["t"] == 0
+    torch.testing.assert_close(seen["x"], x0_hat)
+    torch.testing.assert_close(out, x0_hat + 0.25)
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+def test_hook_adding_a_constant_on_one_step(gauss, name):
+    x = _data(shape=(2, 3, 4, 4), seed=7)
+    plain = HOOKED[name](gauss, x, num_steps=1 if name != "sdedit" else 2)
+    hooked = HOOKED[name](gauss, x, num_steps=1 if name != "sdedit" else 2, step_callback=lambda i, t, x: x + 0.25)
+    torch.testing.assert_close(hooked, plain + 0.25)
+
+
+def test_hooked_sample_feeds_the_next_step(gauss):
+    """A change made at step 0 is what step 1 starts from: same as resuming the schedule from the changed sample."""
+    x = _data(seed=8)
+    after_first = {}
+
+    def record(i, t, x_new):
+        if i == 0:
+            after_first["x"] = x_new.clone()
+
+    samplers.ddim_sample(gauss, x, num_steps=3, clip_sample=False, step_callback=record)
+    shifted = samplers.ddim_sample(
+        gauss, x, num_steps=3, clip_sample=False, step_callback=lambda i, t, x_new: x_new - 0.1 if i == 0 else None
+    )
+    resumed = samplers.ddim_sample(gauss, after_first["x"] - 0.1, num_steps=3, start_step=1, clip_sample=False)
+    torch.testing.assert_close(shifted, resumed)
+
+
+def test_energy_guidance_hook_can_take_gradients(gauss):
+    """EGSDE-style: x ← x − s·∇E(x) with E = ½‖x‖²; the samplers run under no_grad, the hook enables it."""
+    s = 0.2
+
+    def descend(i, t, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(0.5 * x.square().sum(), x)
+        return (x - s * grad).detach()
+
+    x = _data(shape=(1, 3, 4, 4), seed=9)
+    plain = samplers.ddim_sample(gauss, x, num_steps=1, clip_sample=False)
+    guided = samplers.ddim_sample(gauss, x, num_steps=1, clip_sample=False, step_callback=descend)
+    torch.testing.assert_close(guided, (1 - s) * plain)

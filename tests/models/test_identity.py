@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from diffedit_lab.models.identity import IdentityEncoder, IRSEBackbone, build_identity
+from diffedit_lab.testing.identity import IRSE_TINY, tiny_identity
 from diffedit_lab.utils.errors import UserError
 
 
@@ -19,8 +20,7 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    enc = IdentityEncoder(tiny=True)
+    enc = tiny_identity(seed=0)
     _randomise_batchnorm(enc.backbone)
     path = tmp_path_factory.mktemp("arcface") / "model_ir_se50.pth"
     torch.save(enc.backbone.state_dict(), path)  # bare state_dict, as model_ir_se50.pth is distributed
@@ -55,10 +55,11 @@ def test_full_size_layout_matches_model_ir_se50():
 
 def test_tiny_checkpoint_reloads_with_identical_embeddings(tiny_ckpt):
     enc, path = tiny_ckpt
-    reloaded = IdentityEncoder(str(path), tiny=True)
+    reloaded = IdentityEncoder(str(path), config=IRSE_TINY)
     x = _faces()
     assert torch.equal(enc(x), reloaded(x))
-    assert not torch.allclose(enc(x), IdentityEncoder(tiny=True)(x))  # a fresh random one differs
+    assert torch.equal(tiny_identity(str(path))(x), enc(x))
+    assert not torch.allclose(enc(x), tiny_identity(seed=1)(x))  # a fresh random one differs
 
 
 def test_checkpoint_without_batchnorm_counters_and_with_module_prefix(tiny_ckpt, tmp_path):
@@ -67,21 +68,20 @@ def test_checkpoint_without_batchnorm_counters_and_with_module_prefix(tiny_ckpt,
     path = tmp_path / "old.pth"
     torch.save(old, path)
     x = _faces()
-    assert torch.equal(IdentityEncoder(path, tiny=True)(x), enc(x))
+    assert torch.equal(IdentityEncoder(path, config=IRSE_TINY)(x), enc(x))
 
 
 def test_missing_and_wrong_checkpoints_are_one_line_user_errors(tmp_path, tiny_ckpt):
     with pytest.raises(UserError, match="model_ir_se50.pth.*identity.weights_path") as err:
-        IdentityEncoder(tmp_path / "nope.pth", tiny=True)
+        IdentityEncoder(tmp_path / "nope.pth", config=IRSE_TINY)
     assert "\n" not in str(err.value)
     _, tiny_path = tiny_ckpt
     with pytest.raises(UserError, match="not an ArcFace IR-SE50 checkpoint"):
-        IdentityEncoder(tiny_path, tiny=False)  # tiny weights into the full-size model
+        IdentityEncoder(tiny_path)  # tiny weights into the full-size model
 
 
 def test_similarity_loss_and_normalisation():
-    torch.manual_seed(0)
-    enc = IdentityEncoder(tiny=True)
+    enc = tiny_identity()
     x, y = _faces(3, seed=1), _faces(3, seed=2)
     assert torch.allclose(enc(x).norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.allclose(enc.similarity(x, x), torch.ones(3), atol=1e-5)
@@ -92,8 +92,7 @@ def test_similarity_loss_and_normalisation():
 
 
 def test_face_crop_convention_by_hand():
-    torch.manual_seed(0)
-    enc = IdentityEncoder(tiny=True)
+    enc = tiny_identity()
     x = _faces(1, size=256)
     by_hand = enc.backbone(F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], 112))
     assert torch.allclose(enc(x), by_hand, atol=1e-6)
@@ -111,8 +110,7 @@ def test_face_crop_convention_by_hand():
 
 
 def test_frozen_eval_but_gradient_reaches_input():
-    torch.manual_seed(0)
-    enc = IdentityEncoder(tiny=True)
+    enc = tiny_identity()
     enc.train()  # must stay in eval mode: BatchNorm statistics are pretrained
     assert not enc.training and not any(m.training for m in enc.modules())
     assert not any(p.requires_grad for p in enc.parameters())
@@ -124,7 +122,9 @@ def test_frozen_eval_but_gradient_reaches_input():
 def test_build_identity_switches_off_without_weights(tiny_ckpt):
     _, path = tiny_ckpt
     assert build_identity(enabled=False) is None
-    assert build_identity(weights_path=None, tiny=False) is None
-    assert isinstance(build_identity(tiny=True), IdentityEncoder)
-    assert isinstance(build_identity(str(path), tiny=True), IdentityEncoder)
-    assert build_identity(str(path), tiny=True, enabled=False) is None
+    assert build_identity(weights_path=None) is None
+    with pytest.raises(UserError, match="not an ArcFace IR-SE50 checkpoint"):
+        build_identity(str(path))  # the production builder is the full-size IR-SE50
+    assert isinstance(tiny_identity(), IdentityEncoder)
+    assert isinstance(tiny_identity(str(path)), IdentityEncoder)
+    assert tiny_identity(str(path), enabled=False) is None

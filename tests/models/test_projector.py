@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from diffedit_lab.models.projector import lr_schedule, noise_autocorrelation, project, run_projection
-from diffedit_lab.models.stylegan2 import build_generator
+from diffedit_lab.testing.stylegan2 import tiny_generator
 from diffedit_lab.utils.errors import UserError
 
 STYLE_DIM = 32
@@ -26,7 +26,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def gen():
-    return build_generator(None, 32, style_dim=STYLE_DIM, n_mlp=2, tiny=True, seed=0)
+    return tiny_generator(32, style_dim=STYLE_DIM, n_mlp=2, seed=0)
 
 
 @pytest.fixture(scope="module")

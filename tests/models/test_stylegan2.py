@@ -19,6 +19,7 @@ from diffedit_lab.models.stylegan2 import (
     save_rosinality_checkpoint,
     upfirdn2d,
 )
+from diffedit_lab.testing.stylegan2 import tiny_generator
 from diffedit_lab.utils.errors import UserError
 
 STYLE_DIM = 32
@@ -34,7 +35,7 @@ def _one_thread():
 
 
 def tiny(size: int = 32, seed: int = 0, **kw) -> StyleGAN2Generator:
-    return build_generator(None, size, style_dim=STYLE_DIM, n_mlp=2, tiny=True, seed=seed, **kw)
+    return tiny_generator(size, style_dim=STYLE_DIM, n_mlp=2, seed=seed, **kw)
 
 
 # ------------------------------------------------------------------------------------------- ops
@@ -238,7 +239,7 @@ def test_crop_removes_borders():
         tiny(crop=(16, 16, 0, 0))
 
 
-def test_build_generator_is_seeded_and_leaves_global_rng_alone():
+def test_tiny_generator_is_seeded_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.randn(1)
     torch.manual_seed(123)
@@ -262,7 +263,7 @@ def test_rosinality_checkpoint_round_trip(tmp_path):
     save_rosinality_checkpoint(gen, path)
     ckpt = torch.load(path, weights_only=True)
     assert set(ckpt) == {"g_ema", "latent_avg"} and ckpt["latent_avg"].shape == (STYLE_DIM,)
-    loaded = build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2, tiny=True)
+    loaded = tiny_generator(32, style_dim=STYLE_DIM, n_mlp=2, checkpoint=str(path))
     w = gen.sample_wplus([0, 1])
     torch.testing.assert_close(loaded(w), gen(w), rtol=0, atol=0)
     torch.testing.assert_close(loaded.latent_avg, ckpt["latent_avg"][None])
@@ -288,17 +289,29 @@ def test_wrong_architecture_is_one_line_user_error(tmp_path):
     path = tmp_path / "g.pt"
     save_rosinality_checkpoint(tiny(32), path)
     with pytest.raises(UserError) as err:
-        build_generator(str(path), 64, style_dim=STYLE_DIM, n_mlp=2, tiny=True)
+        tiny_generator(64, style_dim=STYLE_DIM, n_mlp=2, checkpoint=str(path))
     msg = str(err.value)
     assert "\n" not in msg and "missing" in msg and "size=64" in msg and "convs.6" in msg
     with pytest.raises(UserError, match="shape mismatch"):
-        build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2, tiny=False)
+        build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2)
 
 
 def test_missing_file_and_wrong_key_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        build_generator(str(tmp_path / "nope.pt"), 32, style_dim=STYLE_DIM, n_mlp=2, tiny=True)
+        build_generator(str(tmp_path / "nope.pt"), 32, style_dim=STYLE_DIM, n_mlp=2)
     path = tmp_path / "other.pt"
     torch.save({"model": {"a": torch.zeros(1)}}, path)
     with pytest.raises(UserError, match="no 'g_ema' entry"):
-        build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2, tiny=True)
+        build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2)
+
+
+def test_build_generator_needs_a_checkpoint_and_takes_a_channel_table(tmp_path):
+    with pytest.raises(UserError, match="generator.checkpoint is not set"):
+        build_generator(None, 32, style_dim=STYLE_DIM, n_mlp=2)
+    gen = tiny(seed=5)
+    path = tmp_path / "g.pt"
+    save_rosinality_checkpoint(gen, path)
+    loaded = build_generator(str(path), 32, style_dim=STYLE_DIM, n_mlp=2, channels=gen.channels)
+    assert not loaded.training
+    w = gen.sample_wplus([0])
+    torch.testing.assert_close(loaded(w), gen(w), rtol=0, atol=0)
