@@ -6,12 +6,14 @@ keys users commonly set and the keys every datamodule shares.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.schema import ConfigError, bounds, validate
 
@@ -72,7 +74,7 @@ def check_ckpt_path(ckpt_path: Any, run_dir: Path, train_stages: list[str]) -> s
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        found = [s for s in train_stages if (run_dir / "checkpoints" / s / "last.ckpt").is_file()]
+        found = [s for s in train_stages if latest_checkpoint(run_dir / "checkpoints" / s) is not None]
         if not found:
             where = run_dir / "checkpoints" / (train_stages[0] if train_stages else "<stage>") / "last.ckpt"
             raise UserError(
@@ -94,3 +96,59 @@ def validate_method(cls: type, node: DictConfig) -> Any:
     """The method's ``Config`` schema applied to ``cfg.method`` (the method class is imported, nothing built)."""
     schema = getattr(cls, "Config", None)
     return validate(schema, node, "method") if schema is not None else node
+
+
+def check_data_options(node: DictConfig | None) -> None:
+    """Every key of ``data`` must be an argument of its datamodule class: a preset's key that another dataset has
+    no use for (e.g. ``data.num_test`` of the latent codes with ``data=celebahq``) stops with one line."""
+    if node is None or "_target_" not in node:
+        return
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(node._target_))
+    except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
+        raise UserError(f"data._target_={node._target_!r}: cannot import it ({type(exc).__name__})") from None
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = sorted(k for k in params if k != "self")
+    for key in node:
+        if str(key).startswith("_") or key in params:
+            continue
+        raise ConfigError(
+            f"data.{key}",
+            node._get_node(key)._value() if node._get_node(key) is not None else None,
+            f"not an option of {cls.__name__} (this data config); it takes {allowed}",
+        )
+
+
+_WEIGHT_KEYS = ("checkpoint", "source", "weights", "path")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".pkl", ".bin")
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or value.lower().endswith(_WEIGHT_SUFFIXES)
+
+
+def _user_key(cfg: DictConfig, name: str) -> str:
+    """How the user spells the component: ``generator`` for ``method.generator: ${generator}``."""
+    raw = cfg.method._get_node(name)._value() if cfg.method._get_node(name) is not None else None
+    if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}"):
+        return raw[2:-1]
+    return f"method.{name}"
+
+
+def check_component_files(cfg: DictConfig, names: list[str]) -> None:
+    """The weight files of the components the requested stages load (``Stage.needs``) must exist — checked
+    before any model is built. Hub ids and unset values are left to the component's own loader."""
+    for name in names:
+        node = cfg.method.get(name)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        for key in _WEIGHT_KEYS:
+            value = node.get(key)
+            if not isinstance(value, str) or not value or not _looks_local(value):
+                continue
+            if not Path(value).expanduser().exists():
+                raise UserError(f"{_user_key(cfg, name)}.{key}={value}: no such file or folder")

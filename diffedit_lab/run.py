@@ -68,6 +68,7 @@ def run(cfg: DictConfig) -> RunResult:
     method_cfg = checks.validate_method(cls, cfg.method)
     checks.check_trainer(cfg.trainer)
     checks.check_data(cfg.get("data"))
+    checks.check_data_options(cfg.get("data"))
     requested = cfg.stage
     if isinstance(requested, DictConfig | ListConfig):
         requested = OmegaConf.to_container(requested)
@@ -76,6 +77,10 @@ def run(cfg: DictConfig) -> RunResult:
     train_stages = [s.name for s in stages if s.train]
     ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, train_stages)
     check_ddp_multirun(cfg)
+    checks.check_component_files(cfg, sorted({n for s in stages for n in cls.stage_needs(s, method_cfg)}))
+    datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
+    if datamodule is not None and hasattr(datamodule, "preflight"):
+        datamodule.preflight()  # roots and files exist: still nothing built, nothing written
 
     seed_everything(int(cfg.seed), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,6 @@ def run(cfg: DictConfig) -> RunResult:
         config_file = run_dir / f"config_resolved_{time.strftime('%Y%m%d-%H%M%S')}.yaml"
     atomic_write(config_file, lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
 
-    datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
     method = cls(method_cfg)
     loggers = instantiate_all(cfg.get("logger"))
     ctx = StageContext(

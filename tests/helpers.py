@@ -37,3 +37,26 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
         timeout=timeout,
         env=env,
     )
+
+
+def cli_in_process(*args: str) -> tuple[int, str]:
+    """The CLI entry (``diffedit_lab.__main__.cli``, what ``python -m diffedit_lab`` runs) called in this process
+    with ``args`` as its command line: (exit status, captured stderr). Seconds faster than a subprocess, for
+    tables of bad inputs."""
+    import contextlib
+    import io
+
+    from diffedit_lab.__main__ import cli
+
+    err = io.StringIO()
+    saved = sys.argv
+    sys.argv = ["diffedit_lab", *args]
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stderr(err):
+            cli()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = saved
+    return int(code or 0), err.getvalue()

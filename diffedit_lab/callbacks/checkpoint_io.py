@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -15,3 +16,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         atomic_torch_save(checkpoint, path)
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete checkpoint of a stage folder (``last.ckpt`` or a periodic ``step_*.ckpt``), or None.
+
+    A run killed between Lightning's two writes of one save (the periodic file, then ``last.ckpt``) has its newest
+    state only in the periodic file; files are written atomically, so the newest one is always whole.
+    """
+    folder = Path(folder)
+    files = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    if not files:
+        return None
+    return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"))

@@ -25,10 +25,13 @@ def log_image_file(loggers, key: str, path: str | Path, step: int = 0) -> None:
 
 class ImageGridLogger(Callback):
     """Every ``every_n_steps`` calls ``pl_module.preview_images()`` → {name: (N,3,H,W) in [-1,1]} and saves
-    ``<out_dir>/<name>_step<NNNNNN>.png`` (rows of ``nrow``). Also once at the end of training."""
+    ``<out_dir>/<name>_step<NNNNNN>.png`` (rows of ``nrow``), and once at the end of training.
+    ``every_n_steps=0`` turns the periodic previews off (the final one is still written)."""
 
     def __init__(self, every_n_steps: int = 200, out_dir: str = "images", nrow: int | None = None):
-        self.every_n_steps = max(1, int(every_n_steps))
+        if int(every_n_steps) < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = int(every_n_steps)
         self.out_dir = Path(out_dir)
         self.nrow = nrow
         self._last = -1
@@ -52,7 +55,7 @@ class ImageGridLogger(Callback):
             log_image_file(trainer.loggers, f"images/{name}", path, step=step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self._emit(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

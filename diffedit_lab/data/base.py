@@ -1,5 +1,6 @@
 """The interface every datamodule in :mod:`diffedit_lab.data` has, whatever it serves (images or latent codes).
 
+* ``preflight()``: cheap checks of roots and files, run at start-up before any model is built;
 * ``setup(stage=None)``: builds the split datasets once (idempotent; construction never touches the disk);
 * ``dataset(split)`` for ``split`` in ``train``/``val``/``test``: the dataset of that split, set up on first use,
   or a one-line :class:`UserError` naming the splits the datamodule does have;
@@ -35,6 +36,9 @@ class SplitDataModule(L.LightningDataModule):
 
     def _prepare(self) -> None:
         """Hook run once before the datasets are built (e.g. writing bundled sample images)."""
+
+    def preflight(self) -> None:
+        """Cheap start-up checks (roots and files exist), run before any model is built. Reads no images."""
 
     def _loader_settings(self, split: str) -> dict:
         """``batch_size``, ``num_workers``, ``pin_memory``, ``seed``, ``drop_last`` and ``flips`` for ``split``."""

@@ -133,6 +133,10 @@ class ImageDataModule(SplitDataModule):
     def _prepare_root(self) -> None:
         """Hook for subclasses that create their root on first use (bundled samples)."""
 
+    def preflight(self) -> None:
+        self._prepare_root()
+        self._check_root()
+
     def _layout_error(self, problem: str) -> UserError:
         return UserError(_one_line(f"{problem}; {self.layout_hint} (set data.root=<dir> or paths.data_dir=<dir>)"))
 

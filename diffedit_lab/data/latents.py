@@ -23,14 +23,21 @@ from diffedit_lab.utils.weights import load_weights
 
 
 class CodeTensorDataset(Dataset):
-    def __init__(self, codes: torch.Tensor):
-        self.codes = codes
+    """Items ``{"w", "index"}``, plus ``"name"`` when the codes file names them (codes inverted from photos)."""
+
+    def __init__(self, codes: torch.Tensor, names: list[str] | None = None):
+        if names is not None and len(names) != len(codes):
+            raise UserError(f"W+ codes file: {len(codes)} codes but {len(names)} names")
+        self.codes, self.names = codes, names
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def __getitem__(self, i: int) -> dict:
-        return {"w": self.codes[i], "index": i}
+        item = {"w": self.codes[i], "index": i}
+        if self.names is not None:
+            item["name"] = self.names[i]
+        return item
 
 
 class SeedDataset(Dataset):
@@ -46,7 +53,13 @@ class SeedDataset(Dataset):
 
 def load_codes(path: str | Path) -> torch.Tensor:
     """Read an (N, L, D) W+ tensor (a bare tensor, or a dict with one tensor / a ``latents``/``codes`` key)."""
+    return load_named_codes(path)[0]
+
+
+def load_named_codes(path: str | Path) -> tuple[torch.Tensor, list[str] | None]:
+    """:func:`load_codes` and, when the file is a dict with a ``names`` list (inverted photos), those names."""
     obj = load_weights(path, "W+ codes", expected="an (N, layers, dim) tensor of W+ codes, or a dict holding one")
+    names = obj.get("names") if isinstance(obj, dict) else None
     if isinstance(obj, dict):
         for key in ("latents", "codes", "w", "wplus"):
             if key in obj:
@@ -58,7 +71,7 @@ def load_codes(path: str | Path) -> torch.Tensor:
     if not isinstance(obj, torch.Tensor) or obj.ndim != 3:
         shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
         raise UserError(f"W+ codes '{path}': expected an (N, layers, dim) tensor, got {shape}")
-    return obj.float()
+    return obj.float(), [str(n) for n in names] if isinstance(names, list) else None
 
 
 class LatentCodesDataModule(SplitDataModule):
@@ -86,6 +99,12 @@ class LatentCodesDataModule(SplitDataModule):
     def sampled(self) -> bool:
         return self.hparams.codes is None
 
+    def preflight(self) -> None:
+        for key in ("codes", "test_codes"):
+            path = getattr(self.hparams, key)
+            if path is not None and not Path(str(path)).expanduser().is_file():
+                raise UserError(f"data.{key}: no file at '{path}' (an (N, layers, dim) tensor of W+ codes, .pt)")
+
     def _build_datasets(self) -> dict[str, Dataset]:
         hp = self.hparams
         if self.sampled:
@@ -94,13 +113,15 @@ class LatentCodesDataModule(SplitDataModule):
                 "train": SeedDataset(base, int(hp.num_train)),
                 "test": SeedDataset(base + 900_000, int(hp.num_test)),
             }
-        codes = load_codes(hp.codes)
+        codes, names = load_named_codes(hp.codes)
         if hp.test_codes is not None:
-            return {"train": CodeTensorDataset(codes), "test": CodeTensorDataset(load_codes(hp.test_codes))}
+            test = CodeTensorDataset(*load_named_codes(hp.test_codes))
+            return {"train": CodeTensorDataset(codes, names), "test": test}
         n_test = min(int(hp.test_size), len(codes) - 1)
         if n_test < 1:
             raise UserError(f"W+ codes '{hp.codes}' hold {len(codes)} code(s); need at least 2 to split")
-        return {"train": CodeTensorDataset(codes[n_test:]), "test": CodeTensorDataset(codes[:n_test])}
+        head, tail = (names[:n_test], names[n_test:]) if names is not None else (None, None)
+        return {"train": CodeTensorDataset(codes[n_test:], tail), "test": CodeTensorDataset(codes[:n_test], head)}
 
     def _loader_settings(self, split: str) -> dict:
         train = split == "train"

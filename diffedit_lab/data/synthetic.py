@@ -87,6 +87,9 @@ class SyntheticDataModule(ImageDataModule):
             raise UserError(f"data.num_images must be >= 1, got {num_images!r}")
         self.num_images = int(num_images)
 
+    def preflight(self) -> None:  # generated: no root, no files
+        return
+
     def _build_datasets(self) -> dict[str, Dataset]:
         keys = [str(i) for i in range(self.num_images)]
         splits = self._ratio_split(keys)

@@ -7,7 +7,7 @@ Hence preprocessing is done in torch on [-1, 1] tensors rather than with open_cl
 Weights come from an open_clip tag (resolved from the local cache first, so offline runs fail fast with a
 clear message), a weights file, or open_clip's ``local-dir:`` layout; ``model=`` wraps an open_clip model built
 elsewhere. The small random model of tests and the offline demo is built by :mod:`diffedit_lab.testing.clip`
-(``clip=tiny``; ``tiny=True`` here still builds it, for older callers).
+(``clip=tiny``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class CLIPGuide(nn.Module):
 
     ``model``: an open_clip model built elsewhere, wrapped as is (``model_name`` then only names its tokenizer,
     ``pretrained``/``precision``/``cache_dir`` are unused); ``model_cfg`` is its open_clip architecture config,
-    kept for :func:`save_local_dir`. ``tiny=True`` builds the random test model of
-    :func:`diffedit_lab.testing.clip.tiny_clip_model` from ``seed`` (``seed`` affects nothing else).
+    kept for :func:`save_local_dir`.
     A given ``device`` receives the guide.
     """
 
@@ -106,10 +105,8 @@ class CLIPGuide(nn.Module):
         model_name: str = "ViT-B-32",
         pretrained: str | None = "openai",
         templates: Sequence[str] | None = None,
-        tiny: bool = False,
         precision: str = "fp32",
         cache_dir: str | None = None,
-        seed: int = 0,
         model: nn.Module | None = None,
         model_cfg: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
@@ -119,13 +116,9 @@ class CLIPGuide(nn.Module):
         for t in self.templates:
             if "{}" not in t:
                 raise UserError(f"clip.templates entry '{t}' has no '{{}}' placeholder for the text")
-        if tiny and model is None:
-            from diffedit_lab.testing.clip import TINY_CLIP_CFG, tiny_clip_model
-
-            model, model_cfg = tiny_clip_model(seed=seed, precision=precision), TINY_CLIP_CFG
         if model is not None:
             tokenizer_name, mean, std = model_name, CLIP_MEAN, CLIP_STD
-            self.name = "tiny" if tiny else f"{model_name}/custom"
+            self.name = f"{model_name}/custom"
         else:
             model, tokenizer_name, mean, std, model_cfg = self._build(model_name, pretrained, precision, cache_dir)
             self.name = f"{model_name}/{pretrained}"

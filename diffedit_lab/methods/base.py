@@ -16,6 +16,7 @@ first use and kept OUT of the module's registered children — so checkpoints ho
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ import torch
 from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
+from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
@@ -44,6 +46,8 @@ class EditingMethod(LightningModule):
         # plain containers, so checkpoints hold no config objects and load with torch.load(weights_only=True)
         self.save_hyperparameters(as_dict(cfg), logger=False)
         object.__setattr__(self, "_frozen", {})  # name -> built frozen component (not a registered child)
+        self._rngs: dict[str, torch.Generator] = {}
+        self._pending_rng_states: dict[str, torch.Tensor] = {}
         self.stage: Stage | None = None
         self._predict_fn: Callable | None = None
 
@@ -51,6 +55,11 @@ class EditingMethod(LightningModule):
     def from_config(cls, node: DictConfig | dict) -> EditingMethod:
         """Validate ``node`` against ``cls.Config`` (one-line errors, nothing built yet), then construct."""
         return cls(validate(cls.Config, node, "method") if cls.Config is not None else node)
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: Any) -> tuple[str, ...]:
+        """The component keys whose weight files ``stage`` loads with this config (checked at start-up)."""
+        return stage.needs
 
     # --- frozen components ----------------------------------------------------------------------------------
     def component(self, name: str, cfg: DictConfig | dict | None) -> Any:
@@ -63,12 +72,8 @@ class EditingMethod(LightningModule):
                     OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
                 )
                 cfg.pop("domain", None)  # a description used for config checks, not a constructor argument
-                if cfg.get("dtype") == "auto":  # half precision only where the method actually runs on a GPU
-                    from diffedit_lab.diffusion.priors import resolve_dtype
-
-                    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-                    cfg.dtype = names[resolve_dtype("auto", self.device)]
-                obj = instantiate(cfg)
+                # every builder takes ``device``: it picks its precision for it (``dtype: auto``) and lands there
+                obj = instantiate(cfg, device=self.device)
                 if isinstance(obj, torch.nn.Module):
                     obj.eval().requires_grad_(False)
                 self._frozen[name] = obj
@@ -111,9 +116,38 @@ class EditingMethod(LightningModule):
             raise RuntimeError("predict_step outside run_predict")
         return self._predict_fn(batch, batch_idx)
 
+    # --- randomness that resumes ----------------------------------------------------------------------------
+    def rng(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """The method's named random stream (timesteps, noise, …) on ``device`` (default CPU).
+
+        Seeded from the run's seed (``seed_everything``) and the name, saved in every checkpoint and restored on
+        resume — so a run killed at any step and resumed draws exactly the numbers an uninterrupted run draws
+        (the global RNG is not part of Lightning checkpoints). Use it for every draw inside a training step.
+        """
+        device = torch.device(device or "cpu")
+        key = f"{name}@{device.type}"
+        gen = self._rngs.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            if key in self._pending_rng_states:
+                gen.set_state(self._pending_rng_states.pop(key))
+            else:
+                gen.manual_seed((torch.initial_seed() + zlib.crc32(name.encode())) % 2**63)
+            self._rngs[key] = gen
+        return gen
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.stage is not None:
             checkpoint["diffedit_stage"] = self.stage.name
+        states = {k: g.get_state() for k, g in self._rngs.items()}
+        checkpoint["diffedit_rng"] = {**self._pending_rng_states, **states}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for key, state in checkpoint.get("diffedit_rng", {}).items():
+            if key in self._rngs:
+                self._rngs[key].set_state(state)
+            else:
+                self._pending_rng_states[key] = state  # applied when the stream is first used
 
     # --- trained weights --------------------------------------------------------------------------------------
     def trained_weights_path(self, ctx: StageContext, export_name: str, train_stage: str, what: str) -> Path:
@@ -124,7 +158,7 @@ class EditingMethod(LightningModule):
         """
         ckpt = ctx.ckpt_path
         if ckpt == "last":
-            ckpt = ctx.checkpoint_dir(train_stage) / "last.ckpt"
+            ckpt = latest_checkpoint(ctx.checkpoint_dir(train_stage))
         candidates = [getattr(self.cfg, "weights", None), ckpt, ctx.run_dir / export_name]
         for c in candidates:
             if c and Path(str(c)).expanduser().is_file():

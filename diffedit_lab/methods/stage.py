@@ -26,6 +26,7 @@ import torch
 from lightning import Callback, Trainer
 from omegaconf import DictConfig, open_dict
 
+from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump
@@ -35,12 +36,15 @@ from diffedit_lab.utils.resolvers import stage_scope
 @dataclass(frozen=True)
 class Stage:
     """One step of a method. ``train``: runs ``trainer.fit`` with its own Trainer and checkpoints.
-    ``distributed``: runs on every DDP rank (training stages always do); otherwise rank 0 only."""
+    ``distributed``: runs on every DDP rank (training stages always do); otherwise rank 0 only.
+    ``needs``: the method's component keys (e.g. ``generator``, ``teacher``) whose weight files the stage loads;
+    the runner checks that those files exist before anything is built (a typo never costs a teacher load)."""
 
     name: str
     train: bool = False
     distributed: bool = False
     default: bool = True  # part of the method's default sequence (``stage=null``)
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.train:
@@ -109,13 +113,13 @@ class StageContext:
         return self.run_dir / "checkpoints" / stage
 
     def resume_path(self, stage: Stage) -> str | None:
-        """``ckpt_path=last`` → this stage's ``checkpoints/<stage>/last.ckpt`` when it exists; an explicit path
-        resumes the run's first training stage."""
+        """``ckpt_path=last`` → the newest checkpoint of ``checkpoints/<stage>/`` (normally ``last.ckpt``) when one
+        exists; an explicit path resumes the run's first training stage."""
         if self.ckpt_path is None:
             return None
         if self.ckpt_path == "last":
-            last = self.checkpoint_dir(stage.name) / "last.ckpt"
-            return str(last) if last.is_file() else None
+            newest = latest_checkpoint(self.checkpoint_dir(stage.name))
+            return str(newest) if newest is not None else None
         return self.ckpt_path if stage.name == self.first_train_stage else None
 
     # --- trainers -------------------------------------------------------------------------------------------

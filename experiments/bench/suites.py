@@ -194,13 +194,14 @@ class BareSDDStep:
             mapper.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
         )
 
-    def loss(self, w: torch.Tensor) -> torch.Tensor:
+    def loss(self, w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         w_edit = w + self.edit_scale * self.mapper(w)
         x = self.gen.synthesis(w_edit, noise_mode="const")
         if x.shape[-2:] != (self.res, self.res):
             x = F.interpolate(x, (self.res, self.res), mode="bilinear", align_corners=False)
-        z = self.vae.encode(x).latent_dist.sample() * self.sf
-        eps = torch.randn(z.shape, device=z.device, dtype=z.dtype)  # not randn_like: z is a strided view
+        z = self.vae.encode(x).latent_dist.sample(generator=generator) * self.sf
+        # not randn_like: z is a strided view
+        eps = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
         a = self.abar[self.t].view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = a.sqrt() * z + (1 - a).sqrt() * eps
@@ -253,11 +254,11 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
         opt.step()
         return loss
 
-    # Same math? First losses from identical mapper weights and RNG state.
-    torch.manual_seed(SEED)
+    # Same math? First losses from identical mapper weights and noise stream (the module draws its noise from
+    # its checkpointed stream `rng("noise")`, the bare step from an equally seeded generator).
+    module.rng("noise", device).manual_seed(SEED)
     loss_fw = float(framework_loss().detach())
-    torch.manual_seed(SEED)
-    loss_bare = float(bare.loss(w).detach())
+    loss_bare = float(bare.loss(w, torch.Generator(device=device).manual_seed(SEED)).detach())
     check = {"loss_framework": loss_fw, "loss_bare": loss_bare, "abs_diff": abs(loss_fw - loss_bare)}
 
     info = {

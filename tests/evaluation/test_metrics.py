@@ -15,6 +15,7 @@ from diffedit_lab.evaluation.folder_eval import evaluate_folders
 from diffedit_lab.evaluation.lpips import LPIPS
 from diffedit_lab.evaluation.metrics import CLIPScore, DirectionalCLIPSimilarity, IdentitySimilarity
 from diffedit_lab.evaluation.suite import MetricSuite, to_uint8
+from diffedit_lab.testing.clip import tiny_clip
 from diffedit_lab.utils.errors import UserError
 
 
@@ -119,9 +120,8 @@ def test_clip_score_scaled():
 
 
 def test_suite_edit_metrics_with_tiny_clip():
-    from diffedit_lab.guidance.clip import CLIPGuide
 
-    suite = MetricSuite(["clip_dir", "clip_score"], clip=lambda: CLIPGuide(tiny=True), src_text="a", tgt_text="b")
+    suite = MetricSuite(["clip_dir", "clip_score"], clip=lambda: tiny_clip(), src_text="a", tgt_text="b")
     assert suite.metrics["clip_dir"].clip is suite.metrics["clip_score"].clip  # built once
     suite.update_edit(images(2), images(2, seed=1))
     out = suite.compute()

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from diffedit_lab.guidance.clip import CLIP_MEAN, CLIP_STD, CLIPGuide, directional_cosine, save_local_dir
+from diffedit_lab.testing.clip import tiny_clip
 from diffedit_lab.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def guide() -> CLIPGuide:
-    return CLIPGuide(tiny=True)
+    return tiny_clip()
 
 
 def test_frozen_and_eval(guide):
@@ -24,10 +25,10 @@ def test_frozen_and_eval(guide):
 
 def test_tiny_is_deterministic(guide):
     torch.manual_seed(123)  # the tiny model does not depend on the global RNG state
-    other = CLIPGuide(tiny=True)
+    other = tiny_clip()
     for a, b in zip(guide.state_dict().values(), other.state_dict().values()):
         assert torch.equal(a, b)
-    assert not torch.equal(CLIPGuide(tiny=True, seed=1).model.visual.conv1.weight, guide.model.visual.conv1.weight)
+    assert not torch.equal(tiny_clip(seed=1).model.visual.conv1.weight, guide.model.visual.conv1.weight)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 64), (40, 56)])
@@ -70,13 +71,13 @@ def test_text_cache_reused(guide, monkeypatch):
 
 
 def test_template_averaging():
-    plain = CLIPGuide(tiny=True)
-    ens = CLIPGuide(tiny=True, templates=["a photo of a {}.", "a drawing of a {}."])
+    plain = tiny_clip()
+    ens = tiny_clip(templates=["a photo of a {}.", "a drawing of a {}."])
     a = plain.encode_text(["a photo of a cat.", "a drawing of a cat."])
     expected = F.normalize(a.mean(0, keepdim=True), dim=-1)
     torch.testing.assert_close(ens.encode_text(["cat"]), expected)
     with pytest.raises(UserError, match="placeholder"):
-        CLIPGuide(tiny=True, templates=["no placeholder"])
+        tiny_clip(templates=["no placeholder"])
 
 
 @pytest.mark.parametrize(

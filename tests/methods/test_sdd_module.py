@@ -192,8 +192,8 @@ def test_teacher_dtype_auto_follows_the_module_device(out_dir):
     module = build_method(cfg.method)
     built = {}
 
-    def fake_instantiate(c):
-        built["dtype"] = c.dtype
+    def fake_instantiate(c, device=None):
+        built["dtype"], built["device"] = c.dtype, device
         return torch.nn.Linear(1, 1)
 
     import diffedit_lab.methods.base as base
@@ -204,4 +204,9 @@ def test_teacher_dtype_auto_follows_the_module_device(out_dir):
         module.teacher  # noqa: B018 - property builds the component
     finally:
         base.instantiate = original
-    assert built["dtype"] == "fp32"  # module on CPU → no fp16 teacher, whatever CUDA the node has
+    # the builder is told the module's device, so `auto` resolves for it: no fp16 teacher on CPU, whatever CUDA
+    # the node has
+    assert built["dtype"] == "auto" and built["device"] == module.device == torch.device("cpu")
+    from diffedit_lab.diffusion.priors import resolve_dtype
+
+    assert resolve_dtype(built["dtype"], built["device"]) == torch.float32

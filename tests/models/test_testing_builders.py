@@ -75,15 +75,6 @@ def test_builders_are_seeded_and_leave_the_global_rng_alone():
     assert not torch.equal(guides[0].model.visual.conv1.weight, guides[1].model.visual.conv1.weight)
 
 
-def test_tiny_clip_is_the_legacy_tiny_guide():
-    guide, legacy = testing.tiny_clip(), CLIPGuide(tiny=True)
-    assert guide.name == legacy.name == "tiny" and guide.model_cfg == testing.TINY_CLIP_CFG
-    for (k, v), (k2, v2) in zip(guide.state_dict().items(), legacy.state_dict().items(), strict=True):
-        assert k == k2 and torch.equal(v, v2), k
-    texts = ["a cat", "a dog"]
-    torch.testing.assert_close(guide.encode_text(texts), legacy.encode_text(texts))
-
-
 def test_tiny_sd_prior_shapes():
     prior = testing.tiny_sd_prior()
     assert prior.dtype is torch.float32 and prior.tokenizer.model_max_length == 16

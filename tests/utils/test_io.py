@@ -75,3 +75,20 @@ def test_image_grid_callback_writes_the_grid(tmp_path):
     grid = _pixels(tmp_path / "edit_step000006.png")
     assert grid.shape == (14, 14, 3)  # nrow defaults to half the batch: 2 x 2 tiles
     assert (grid[2:6, 2:6] == 0).all() and (grid[2:6, 8:12] == 255).all() and (grid[8:12, 2:6] == 0).all()
+
+
+def test_image_grid_callback_zero_means_only_the_final_grid(tmp_path):
+    from types import SimpleNamespace
+
+    from diffedit_lab.callbacks.image_grid import ImageGridLogger
+
+    tiles = torch.zeros(2, 3, 4, 4)
+    module = SimpleNamespace(
+        training=True, eval=lambda: None, train=lambda mode: None, preview_images=lambda: {"edit": tiles}
+    )
+    cb = ImageGridLogger(every_n_steps=0, out_dir=str(tmp_path))
+    for step in (1, 2, 3):
+        cb.on_train_batch_end(SimpleNamespace(is_global_zero=True, global_step=step, loggers=[]), module, None, None, 0)
+    assert not list(tmp_path.glob("*.png"))
+    cb.on_train_end(SimpleNamespace(is_global_zero=True, global_step=3, loggers=[]), module)
+    assert [p.name for p in tmp_path.glob("*.png")] == ["edit_step000003.png"]

@@ -111,6 +111,17 @@ class EvalConfig:
 
 
 @dataclass
+class InvertConfig:
+    """SDD on an image dataset: the projector that inverts each split into W+ (once; cached)."""
+
+    steps: int = field(default=500, metadata=bounds(ge=1))
+    lr: float = field(default=0.1, metadata=bounds(gt=0))
+    batch_size: int = field(default=8, metadata=bounds(ge=1))
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    cache_dir: str | None = None
+
+
+@dataclass
 class SDDConfig:
     target: str = target()
     name: str = "sdd"
@@ -122,6 +133,7 @@ class SDDConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     mapper: MapperConfig = field(default_factory=MapperConfig)
     codes: CodesConfig = field(default_factory=CodesConfig)
+    invert: InvertConfig = field(default_factory=InvertConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)

@@ -56,7 +56,8 @@ class EditSteps:
         after = m.synthesize(m.mapper.edit(w))
         _sync(m.device)
         latency = (time.perf_counter() - t0) / len(w)
-        names = [f"{self.index + i:05d}" for i in range(len(w))]
+        # codes inverted from photos carry the photo's name; sampled/given codes are numbered
+        names = list(batch["name"]) if "name" in batch else [f"{self.index + i:05d}" for i in range(len(w))]
         self.index += len(w)
         return {
             "names": names,

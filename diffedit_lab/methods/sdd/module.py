@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from diffedit_lab.diffusion.score_distillation import ScoreDistillation
 from diffedit_lab.methods.base import EditingMethod
-from diffedit_lab.methods.sdd import inference, scan
+from diffedit_lab.methods.sdd import codes, inference, scan
 from diffedit_lab.methods.sdd import selection as sel
 from diffedit_lab.methods.sdd.config import SDDConfig
 from diffedit_lab.methods.sdd.weights import load_mapper, save_mapper
@@ -36,7 +36,18 @@ log = logging.getLogger(__name__)
 
 class SDDModule(EditingMethod):
     Config = SDDConfig
-    STAGES = (Stage("select", distributed=True), Stage("fit", train=True), Stage("edit"), Stage("eval"))
+    STAGES = (
+        Stage("select", distributed=True, needs=("teacher", "generator")),
+        Stage("fit", train=True, needs=("teacher", "generator")),
+        Stage("edit", needs=("generator",)),
+        Stage("eval", needs=("generator", "clip")),
+    )
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: SDDConfig) -> tuple[str, ...]:
+        if stage.name == "eval" and cfg.eval.folder.pred:
+            return ("clip",)  # scoring a folder of images renders nothing
+        return stage.needs
 
     def __init__(self, cfg: SDDConfig):
         super().__init__(cfg)
@@ -50,7 +61,6 @@ class SDDModule(EditingMethod):
             edit_scale=m.edit_scale,
         )
         self.selection: sel.Selection | None = None
-        self._t_generator = torch.Generator().manual_seed(0)
 
     # --- frozen components ------------------------------------------------------------------------------------
     @property
@@ -124,6 +134,11 @@ class SDDModule(EditingMethod):
         return self.synthesize(w), self.synthesize(w_edit), w_edit
 
     # --- stages -----------------------------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+        if not (stage.name == "eval" and self.cfg.eval.folder.pred):
+            codes.use_codes(self, ctx)  # an image dataset → its inverted W+ codes (cached)
+        super().run_stage(stage, ctx)
+
     def stage_select(self, ctx: StageContext) -> None:
         self.selection = scan.run_select(self, ctx)
 
@@ -173,8 +188,10 @@ class SDDModule(EditingMethod):
         w_edit = self.mapper.edit(w)
         x_edit = self.synthesize(w_edit)
         weighted = self.cfg.fit.t_sampling == "weighted"
-        t = self.selection.sample(w.shape[0], self._t_generator, weighted=weighted).to(self.device)
-        out = self.sds(x_edit, t, self.cfg.prompt.text, self.cfg.guidance.negative_prompt)
+        t = self.selection.sample(w.shape[0], self.rng("t"), weighted=weighted).to(self.device)
+        out = self.sds(
+            x_edit, t, self.cfg.prompt.text, self.cfg.guidance.negative_prompt, generator=self.rng("noise", self.device)
+        )
         lw = self.cfg.loss
         loss_l2 = F.mse_loss(w_edit, w)
         loss = lw.sds * out.loss + lw.latent_l2 * loss_l2
@@ -211,13 +228,11 @@ class SDDModule(EditingMethod):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["sdd_t_rng"] = self._t_generator.get_state()
         if self.selection is not None:
             checkpoint["sdd_selection"] = self.selection.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "sdd_t_rng" in checkpoint:
-            self._t_generator.set_state(checkpoint["sdd_t_rng"])
+        super().on_load_checkpoint(checkpoint)
         if checkpoint.get("sdd_selection"):
             self.selection = sel.Selection.from_dict(checkpoint["sdd_selection"])
 
