@@ -83,6 +83,20 @@ class EditingMethod(LightningModule):
             object.__setattr__(obj, "_diffedit_device", self.device)
         return obj
 
+    def optional_identity(self, cfg: DictConfig | dict | None, name: str = "identity") -> Any:
+        """The identity network, or None (one warning) when its weights file is absent: identity losses and metrics
+        are then skipped rather than computed with random weights."""
+        if name not in self._frozen and cfg is not None:
+            path = cfg.get("weights_path")
+            if path is not None and not Path(path).expanduser().is_file():
+                log.warning(
+                    "identity weights not found at %s: identity loss and metric disabled "
+                    "(set identity.weights_path to model_ir_se50.pth, or identity=none)",
+                    path,
+                )
+                self._frozen[name] = None
+        return self.component(name, cfg)
+
     def __getstate__(self) -> dict:  # ddp_spawn pickles the module: rebuild frozen parts in the workers
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)

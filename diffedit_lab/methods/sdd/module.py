@@ -82,16 +82,7 @@ class SDDModule(EditingMethod):
 
     @property
     def identity(self):
-        if "identity" not in self._frozen and self.cfg.identity is not None:
-            path = self.cfg.identity.get("weights_path")
-            if path is not None and not Path(path).expanduser().is_file():
-                log.warning(
-                    "identity weights not found at %s: identity loss and metric disabled "
-                    "(set identity.weights_path to model_ir_se50.pth, or identity=none)",
-                    path,
-                )
-                self._frozen["identity"] = None
-        return self.component("identity", self.cfg.identity)
+        return self.optional_identity(self.cfg.identity)
 
     @property
     def clip(self):
