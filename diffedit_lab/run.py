@@ -36,8 +36,11 @@ class RunResult:
     objects: dict[str, Any] = field(default_factory=dict)
 
 
-def close_loggers() -> None:
-    """Finish the W&B run so the next job of a multirun starts a fresh one, even after a failure."""
+def close_loggers(loggers: list | None = None) -> None:
+    """Finish the W&B run this run started (a run nested in another, e.g. a comparison's, leaves its parent's
+    open), so the next job of a multirun starts a fresh one, even after a failure."""
+    if loggers is not None and not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        return
     try:
         import wandb
 
@@ -109,9 +112,11 @@ def run(cfg: DictConfig) -> RunResult:
         for stage in stages:
             if not stage.distributed and ctx.global_rank != 0:
                 continue  # DDP workers re-run the script: rank-0 stages run once
+            t0 = time.perf_counter()
             method.run_stage(stage, ctx)
+            ctx.write_metrics({f"time/{stage.name}_s": time.perf_counter() - t0})  # e.g. a method's training cost
     finally:
-        close_loggers()
+        close_loggers(loggers)
     if ctx.global_rank == 0:
         atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
     objects = {"method": method, "datamodule": datamodule, "loggers": loggers, "context": ctx, "stages": stages}

@@ -1,0 +1,44 @@
+"""The comparison's typed config: which methods (entries), on which sources, how many images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffedit_lab.methods.config import PromptConfig
+from diffedit_lab.utils.schema import ConfigError, bounds, target
+
+
+@dataclass
+class EntryConfig:
+    """One column of the table: a method config (``sdd``, ``sdedit``, ``sdd/tiny`` …), overrides of its keys
+    (``method.strength=0.3``), and trained weights to reuse (``method.weights=…``; null = train what is missing)."""
+
+    method: str = ""
+    overrides: list[str] = field(default_factory=list)
+    weights: str | None = None
+
+    def check(self, key: str) -> None:
+        if not self.method:
+            raise ConfigError(f"{key}.method", self.method, "name a method config, e.g. sdd, sdedit, ddib")
+
+
+@dataclass
+class CompareConfig:
+    target: str = target()
+    name: str = "compare"
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    num_images: int = field(default=16, metadata=bounds(ge=1))
+    folder: str | None = None  # photos to edit; null = the source entry's generator test images
+    source_entry: str | None = "sdd"  # whose edit/original/ images the other entries edit (generator mode)
+    source_resolution: int = field(default=256, metadata=bounds(ge=8))  # folder mode: size the photos are read at
+    figure_images: int = field(default=4, metadata=bounds(ge=1))
+    entries: dict[str, EntryConfig] = field(default_factory=dict)
+    common: list[str] = field(default_factory=list)  # overrides given to every entry (e.g. paths, trainer)
+
+    def check(self, key: str) -> None:
+        if not self.entries:
+            raise ConfigError(f"{key}.entries", {}, "list at least one method to compare")
+        if self.folder is None and self.source_entry not in self.entries:
+            raise ConfigError(f"{key}.source_entry", self.source_entry,
+                              f"without {key}.folder the sources are one entry's test images: one of "
+                              f"{sorted(self.entries)}")  # fmt: skip

@@ -1,0 +1,103 @@
+"""Every editing method on the same images: each entry runs as a nested run of the same runner, then one table.
+
+Generator mode (``method.folder=null``): the source entry (SDD) runs first; its ``edit/original/*.png`` — the
+generator's test images — become ``data=folder`` for every other entry, so SDEdit, DDIB, … edit exactly the images
+SDD edits. Folder mode (``method.folder=<photos>``): every entry reads the photos (SDD inverts them into W+).
+Each entry's run dir is ``<run>/methods/<entry>/``; trained weights given by path are reused
+(``entries.<e>.weights``), anything else is trained there. The table (``comparison.csv``/``.md``), the figure and
+``report.md`` are written by :mod:`.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.compare import report
+from diffedit_lab.methods.compare.config import CompareConfig, EntryConfig
+from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _quote(text: str) -> str:
+    """A Hydra override value for free text."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The root config with ``overrides``: inside a running app through its Hydra instance, else from scratch."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose as hydra_compose
+
+        return hydra_compose(config_name="config", overrides=overrides)
+    from diffedit_lab.utils.config import compose_config
+
+    return compose_config(overrides)
+
+
+class CompareMethod(EditingMethod):
+    Config = CompareConfig
+    STAGES = (Stage("compare"),)
+
+    def entry_overrides(self, name: str, entry: EntryConfig, ctx: StageContext, sources: Path | None) -> list[str]:
+        c, p = self.cfg, self.cfg.prompt
+        out = [f"method={entry.method}", f"paths.output_dir={ctx.run_dir / 'methods' / name}", "logger=none"]
+        if p.name and p.name != "custom":
+            out.append(f"prompt={p.name}")
+        out += [f"prompt.text={_quote(p.text)}", f"prompt.source_text={_quote(p.source_text)}"]
+        out += [f"method.edit.max_images={c.num_images}", f"method.eval.max_images={c.num_images}"]
+        if sources is not None:
+            res = c.source_resolution if c.folder else report.image_size(sources)
+            out += ["data=folder", f"data.root={sources}", f"data.resolution={res}", f"data.max_images={c.num_images}"]
+        if entry.weights:
+            out += [f"method.weights={entry.weights}", "stage=[edit,eval]"]
+        return [*out, *c.common, *entry.overrides]
+
+    def run_entry(self, name: str, entry: EntryConfig, ctx: StageContext, sources: Path | None) -> dict[str, float]:
+        from diffedit_lab.run import run
+
+        overrides = self.entry_overrides(name, entry, ctx, sources)
+        log.info("compare: %s ← python -m diffedit_lab %s", name, " ".join(overrides))
+        try:
+            result = run(compose(overrides))
+        except UserError as exc:
+            raise UserError(f"compare entry '{name}' (method={entry.method}): {exc}") from None
+        return result.metrics
+
+    def stage_compare(self, ctx: StageContext) -> None:
+        c = self.cfg
+        order = list(c.entries)
+        sources: Path | None = Path(c.folder).expanduser() if c.folder else None
+        if sources is None:  # the source entry first: its test images are everyone's sources
+            order.remove(c.source_entry)
+            order.insert(0, c.source_entry)
+        rows = []
+        for name in order:
+            entry = c.entries[name]
+            metrics = self.run_entry(name, entry, ctx, sources)
+            run_dir = ctx.run_dir / "methods" / name
+            if sources is None and name == c.source_entry:
+                sources = run_dir / "edit" / "original"
+                if not sources.is_dir():
+                    raise UserError(f"compare: source entry '{name}' wrote no edit/original/ images")
+            rows.append(report.row(name, entry.method, metrics, run_dir))
+        table = report.write_table(rows, ctx.run_dir)
+        figure = report.write_figure(rows, ctx.run_dir, c.figure_images)
+        report.write_report(rows, ctx.run_dir, figure, c.prompt.text)
+        hashes = {r["inputs_sha256"] for r in rows}
+        if len(hashes) != 1:
+            log.warning("compare: the entries saw different inputs (%s); see the inputs_sha256 column", hashes)
+        ctx.log_image("compare/figure", figure)
+        report.log_wandb_table(ctx.loggers, rows)
+        flat = {f"compare/{r['entry']}/{k}": v for r in rows for k, v in r.items() if isinstance(v, float)}
+        ctx.write_metrics(flat)
+        (ctx.run_dir / "comparison.json").write_text(json.dumps(rows, indent=2, default=str))
+        log.info("compare: %s", table)

@@ -1,0 +1,145 @@
+"""The comparison's outputs: one row per entry (``comparison.csv``/``.md``), the figure (rows = source images,
+columns = methods), ``report.md``, and a W&B table with one row per image and method."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffedit_lab.utils.errors import UserError
+
+METRICS = ("clip_dir", "identity", "lpips", "fid", "kid", "psnr", "ssim")
+COLUMNS = ("entry", "method", *METRICS, "latency_ms_per_image", "train_s", "num_images", "inputs_sha256")
+_NOT_TRAINING = {"edit", "eval", "compare"}
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.png"))
+
+
+def image_size(folder: Path) -> int:
+    files = _pngs(folder)
+    if not files:
+        raise UserError(f"compare: no PNG images in '{folder}'")
+    with Image.open(files[0]) as im:
+        return int(im.size[0])
+
+
+def inputs_hash(folder: Path) -> str:
+    """sha256 over the sorted names and decoded RGB pixels of the images an entry edited (PNG bytes may differ
+    between encoders for the same pixels; the pixels may not)."""
+    h = hashlib.sha256()
+    for path in _pngs(folder):
+        with Image.open(path) as im:
+            h.update(path.stem.encode())
+            h.update(np.asarray(im.convert("RGB")).tobytes())
+    return h.hexdigest()
+
+
+def _input_dir(run_dir: Path) -> Path:
+    """Baselines write ``edit/input/``; SDD renders its codes to ``edit/original/``."""
+    for sub in ("input", "original"):
+        if (run_dir / "edit" / sub).is_dir():
+            return run_dir / "edit" / sub
+    raise UserError(f"compare: '{run_dir}' has no edit/input or edit/original images (did its edit stage run?)")
+
+
+def row(entry: str, method: str, metrics: dict[str, float], run_dir: Path) -> dict:
+    inputs = _input_dir(run_dir)
+    out: dict = {"entry": entry, "method": method}
+    for m in METRICS:
+        out[m] = metrics.get(f"eval/{m}", float("nan"))
+    out["latency_ms_per_image"] = metrics.get("edit/latency_ms_per_image", float("nan"))
+    times = {k[5:-2]: v for k, v in metrics.items() if k.startswith("time/") and k.endswith("_s")}
+    out["train_s"] = float(sum(v for k, v in times.items() if k not in _NOT_TRAINING))
+    out["num_images"] = float(metrics.get("eval/num_images", float("nan")))
+    out["inputs_sha256"] = inputs_hash(inputs)[:16]
+    out["input_dir"], out["edited_dir"] = str(inputs), str(run_dir / "edit" / "edited")
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "–" if v != v else f"{v:.4g}"
+    return str(v)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict], run_dir: Path) -> str:
+    with open(run_dir / "comparison.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    table = markdown(rows)
+    (run_dir / "comparison.md").write_text(table)
+    return table
+
+
+def _load(path: Path, size: int) -> torch.Tensor:
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((size, size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def write_figure(rows: list[dict], run_dir: Path, n_images: int) -> Path:
+    """Rows = the first ``n_images`` sources; columns = the source, then each entry's edit of it."""
+    from torchvision.utils import make_grid
+
+    from diffedit_lab.utils.io import save_images
+
+    sources = _pngs(Path(rows[0]["input_dir"]))[:n_images]
+    size = image_size(Path(rows[0]["input_dir"]))
+    tiles = []
+    for src in sources:
+        tiles.append(_load(src, size))
+        for r in rows:
+            edited = Path(r["edited_dir"]) / src.name
+            tiles.append(_load(edited, size) if edited.is_file() else torch.full((3, size, size), -1.0))
+    grid = make_grid(torch.stack(tiles), nrow=1 + len(rows), padding=2, pad_value=1.0)
+    path = run_dir / "comparison.png"
+    save_images(grid[None], [path])
+    return path
+
+
+def write_report(rows: list[dict], run_dir: Path, figure: Path, prompt: str) -> Path:
+    text = (
+        f"# Editing comparison: “{prompt}”\n\n"
+        "Every method edited the same source images (`inputs_sha256`: hash of the decoded pixels each one read).\n"
+        "Metrics: directional CLIP (source text → prompt), identity cosine (ArcFace), LPIPS to the source, FID/KID\n"
+        "of the edits against the sources; latency per image of the edit alone; `train_s` = the entry's training\n"
+        "stages in this run (0 when trained weights were reused).\n\n"
+        f"{markdown(rows)}\n![comparison]({figure.name})\n\n"
+        "Columns of the figure: source, then " + ", ".join(f"`{r['entry']}`" for r in rows) + ".\n"
+    )
+    path = run_dir / "report.md"
+    path.write_text(text)
+    return path
+
+
+def log_wandb_table(loggers: list, rows: list[dict]) -> None:
+    """One row per (image, method) with both pictures and the method's metrics, for dashboard filtering."""
+    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    columns = ["image", "entry", "method", "source", "edited", *METRICS, "latency_ms_per_image"]
+    table = wandb.Table(columns=columns)
+    for src in _pngs(Path(rows[0]["input_dir"])):
+        for r in rows:
+            edited = Path(r["edited_dir"]) / src.name
+            if edited.is_file():
+                table.add_data(src.stem, r["entry"], r["method"], wandb.Image(str(src)), wandb.Image(str(edited)),
+                               *[r[m] for m in METRICS], r["latency_ms_per_image"])  # fmt: skip
+    for lg in wandb_loggers:
+        lg.experiment.log({"compare/table": table})
