@@ -42,8 +42,9 @@ def test_compare_writes_one_row_per_method_on_the_same_images(compose_compare, t
     assert result.metrics["compare/sdd/clip_dir"] == pytest.approx(float(rows[0]["clip_dir"]), rel=1e-4)
 
     # trained weights given by path are reused: no training, same mapper → the same SDD numbers
-    again = run(compose_compare(f"method.entries.sdd.weights={out / 'methods' / 'sdd' / 'mapper.pt'}",
-                                "~method.entries.sdedit_30", "~method.entries.ddib", out=tmp_path / "again"))  # fmt: skip
+    weights = out / "methods" / "sdd" / "mapper.pt"
+    only_sdd = ["~method.entries.sdedit_30", "~method.entries.ddib"]
+    again = run(compose_compare(f"method.entries.sdd.weights={weights}", *only_sdd, out=tmp_path / "again"))
     assert again.metrics["compare/sdd/train_s"] == 0
     assert again.metrics["compare/sdd/clip_dir"] == pytest.approx(float(rows[0]["clip_dir"]), abs=1e-5)
 
