@@ -23,6 +23,8 @@ EXPECTED = {
     "train.sdd_step.framework",
     "train.sdd_step.bare",
     "train.sdd_step.trainer",
+    "train.sdft_step",
+    "train.naive_step",
 }
 
 
@@ -44,13 +46,16 @@ def test_bench_tiny_writes_complete_json(tmp_path, capsys):
         assert e["repeats"] == 1
         assert math.isfinite(e["median_ms"]) and e["median_ms"] > 0, e["name"]
 
-    for name in ("sdedit_over_sdd_edit", "sdd_framework_over_bare_step", "sdd_trainer_over_bare_step"):
+    ratio_names = ("sdedit_over_sdd_edit", "sdd_framework_over_bare_step", "sdd_trainer_over_bare_step")
+    for name in (*ratio_names, "sdft_over_naive_step"):
         value = data["ratios"][name]["tiny"]
         assert math.isfinite(value) and value > 0, name
 
     check = data["train_check"]
     assert check["loss_framework"] == pytest.approx(check["loss_bare"], rel=1e-5)
     assert "edit.sdedit" in capsys.readouterr().out  # the printed table
+    sdft = data["sdft"]["tiny"]  # the student starts as the teacher: the distillation terms are 0 at the first step
+    assert sdft["loss_sdft"] == pytest.approx(sdft["loss_naive"], rel=1e-6)
 
 
 def test_bench_rejects_real_without_cuda(monkeypatch, tmp_path):

@@ -39,12 +39,14 @@ from experiments.bench.harness import (
     write_results,
 )
 from experiments.bench.models import build_generator_and_mapper, build_sd, build_uncond
+from experiments.bench.sdft import bench_sdft
 from experiments.bench.suites import PROMPT, T_PROBE, bench_core, bench_edit, bench_train, bench_trainer
 
 RATIOS = {  # name -> (numerator entry, denominator entry)
     "sdedit_over_sdd_edit": ("edit.sdedit", "edit.sdd"),
     "sdd_framework_over_bare_step": ("train.sdd_step.framework", "train.sdd_step.bare"),
     "sdd_trainer_over_bare_step": ("train.sdd_step.trainer", "train.sdd_step.bare"),
+    "sdft_over_naive_step": ("train.sdft_step", "train.naive_step"),
 }
 
 
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if size == "tiny":
                 results["train_check"] = bench_train(bench, device, Path(tmp))
                 bench_trainer(bench, device, Path(tmp))
+            results.setdefault("sdft", {})[size] = bench_sdft(bench, size, device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 

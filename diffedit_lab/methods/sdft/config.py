@@ -1,0 +1,166 @@
+"""SDFT's typed config (``conf/method/sdft.yaml`` + ``conf/method/sdft/*.yaml``), checked at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from diffedit_lab.evaluation.suite import PAIRED, UNPAIRED
+from diffedit_lab.methods.config import Component, FolderEvalConfig, TrainStageConfig, check_metrics, check_optimizer
+from diffedit_lab.utils.schema import ConfigError, bounds, target
+
+Weighting = Literal["p2", "min_snr", "constant"]
+
+
+@dataclass
+class LossConfig:
+    """``L_simple + L_vb + λ·w_γ(t)·‖ε_T(x_t,t) − ε_S(x_t,t)‖² + λ'·w_γ'(t)·‖ε_T(ε,t) − ε_S(ε,t)‖²``.
+
+    ``p2``: w = 1/(k + SNR)^γ; ``min_snr``: w = min(SNR, γ)/SNR (γ is the clip, 5 for Min-SNR-5); ``constant``: 1.
+    """
+
+    lambda_distill: float = field(default=0.1, metadata=bounds(ge=0))
+    gamma_distill: float = field(default=3.0, metadata=bounds(ge=0))
+    weighting_distill: Weighting = "p2"
+    lambda_aux: float = field(default=0.1, metadata=bounds(ge=0))
+    gamma_aux: float = field(default=50.0, metadata=bounds(ge=0))
+    weighting_aux: Weighting = "p2"
+    k: float = field(default=1.0, metadata=bounds(gt=0))
+    simple: float = field(default=1.0, metadata=bounds(ge=0))  # weight of L_simple (1 in the paper)
+    vb: bool = True  # add L_vb for learned-σ models (ignored for fixed-σ ones)
+
+    def check(self, key: str) -> None:
+        for name in ("distill", "aux"):
+            if getattr(self, f"weighting_{name}") == "min_snr" and getattr(self, f"gamma_{name}") <= 0:
+                raise ConfigError(f"{key}.gamma_{name}", getattr(self, f"gamma_{name}"), "min_snr needs a clip > 0")
+
+
+@dataclass
+class EMAConfig:
+    decay: float = field(default=0.9999, metadata=bounds(ge=0, le=1))
+
+
+@dataclass
+class FitConfig(TrainStageConfig):
+    preview_images: int = field(default=4, metadata=bounds(ge=1))  # EMA samples in the image grids
+
+
+@dataclass
+class SamplerConfig:
+    """DDIM from the EMA model (``ema: false`` samples the raw student)."""
+
+    steps: int = field(default=40, metadata=bounds(ge=1))
+    eta: float = field(default=0.0, metadata=bounds(ge=0))
+    batch_size: int = field(default=16, metadata=bounds(ge=1))
+    ema: bool = True
+    clip_sample: bool | None = None  # null: the scheduler's own setting
+
+
+@dataclass
+class SampleConfig(SamplerConfig):
+    num_images: int = field(default=64, metadata=bounds(ge=1))
+    seed: int = field(default=0, metadata=bounds(ge=0))  # image i starts from the noise of seed + i
+    grid_columns: int = field(default=8, metadata=bounds(ge=1))
+    grid_max: int = field(default=64, metadata=bounds(ge=0))
+
+
+@dataclass
+class TranslateConfig(SamplerConfig):
+    """SDEdit: noise source images to ``strength`` of the ``steps``-step DDIM schedule, then denoise."""
+
+    source: Component | None = None  # an image datamodule (source domain, e.g. data=ffhq); its test split is used
+    method: Literal["sdedit", "egsde"] = "sdedit"  # egsde: + the energy guidance (needs stage train_classifier)
+    strength: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # 0.5 = the middle of the schedule
+    max_images: int | None = field(default=16, metadata=bounds(ge=1))
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    grid_columns: int = field(default=8, metadata=bounds(ge=1))
+    grid_max: int = field(default=32, metadata=bounds(ge=0))
+
+
+@dataclass
+class EGSDEConfig:
+    """EGSDE's energies (defaults: EGSDE's λ_s = 500, λ_i = 2; SDFT's low-pass downsampling factor 32)."""
+
+    realism_weight: float = field(default=500.0, metadata=bounds(ge=0))
+    faithfulness_weight: float = field(default=2.0, metadata=bounds(ge=0))
+    downsample: int = field(default=32, metadata=bounds(ge=1))
+    classifier_weights: str | None = None  # default: <run>/domain_classifier.pt, then checkpoints/train_classifier
+
+
+@dataclass
+class ClassifierConfig(TrainStageConfig):
+    """``stage=train_classifier``: the domain classifier, source (``translate.source`` train split) vs target
+    (``data`` train split) on noisy images."""
+
+    steps: int = field(default=1500, metadata=bounds(ge=1))
+    lr: float = field(default=3e-4, metadata=bounds(gt=0))
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256], metadata=bounds(ge=1))
+    groups: int = field(default=32, metadata=bounds(ge=1))
+    seed: int = field(default=0, metadata=bounds(ge=0))
+
+    def check(self, key: str) -> None:
+        if not self.channels or any(c % self.groups for c in self.channels):
+            raise ConfigError(f"{key}.channels", self.channels, f"expected widths divisible by groups={self.groups}")
+
+
+@dataclass
+class EvalConfig:
+    """The paper's protocols: generation (FID/KID of ``generation_images`` samples vs the target set, LPIPS of
+    ``pair_images`` source/fine-tuned pairs from the same noise) and translation (``translation_images`` SDEdit
+    inputs: PSNR/SSIM/LPIPS vs the inputs, FID/KID vs the target set). A count of 0 skips that part."""
+
+    generation_images: int = field(default=10_000, metadata=bounds(ge=0))
+    pair_images: int = field(default=2_000, metadata=bounds(ge=0))
+    translation_images: int = field(default=10_000, metadata=bounds(ge=0))
+    target_split: Literal["train", "val", "test"] = "train"  # the target set FID/KID compare against
+    max_target_images: int | None = field(default=None, metadata=bounds(ge=1))
+    seed: int = field(default=1_000_000, metadata=bounds(ge=0))
+    generation_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
+    pair_metrics: list[str] = field(default_factory=lambda: ["lpips"])  # source vs fine-tuned sample, same noise
+    translation_metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "kid"])
+    fid_feature: str | int = "inception"
+    fid_weights_path: str | None = None
+    lpips_backbone_path: str | None = None
+    kid_subset_size: int = field(default=1000, metadata=bounds(ge=2))
+    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
+
+    def check(self, key: str) -> None:
+        check_metrics(f"{key}.generation_metrics", self.generation_metrics)
+        check_metrics(f"{key}.pair_metrics", self.pair_metrics)
+        for name, allowed in (("generation_metrics", UNPAIRED), ("pair_metrics", PAIRED)):
+            wrong = [m for m in getattr(self, name) if m not in allowed]
+            if wrong:
+                raise ConfigError(f"{key}.{name}", getattr(self, name), f"'{wrong[0]}' is not one of {list(allowed)}")
+        check_metrics(f"{key}.translation_metrics", self.translation_metrics)
+
+
+@dataclass
+class SDFTConfig:
+    target: str = target()
+    name: str = "sdft"
+    weights: str | None = None  # a trained run's sdft.pt or checkpoints/fit/*.ckpt for sample/translate/eval alone
+    source: Component = field(default_factory=dict)  # the pretrained prior: student init and frozen teacher
+    init: Literal["source", "random"] = "source"  # random: the from-scratch baseline (same architecture)
+    init_seed: int = field(default=1234, metadata=bounds(ge=0))  # the random init (init=random)
+    teacher_dtype: str = "auto"  # auto: fp16 on GPU, fp32 on CPU
+    seed: int = field(default=0, metadata=bounds(ge=0))  # t and ε of the training loss (checkpointed stream)
+    loss: LossConfig = field(default_factory=LossConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    optim: dict[str, Any] = field(default_factory=dict)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    egsde: EGSDEConfig = field(default_factory=EGSDEConfig)
+    train_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self, key: str) -> None:
+        check_optimizer(f"{key}.optim", self.optim)
+        if not self.source.get("_target_"):
+            raise ConfigError(f"{key}.source", self.source, "expected a prior config (e.g. prior=adm_ffhq)")
+        if self.teacher_dtype not in ("auto", "fp32", "float32", "fp16", "float16", "bf16", "bfloat16"):
+            raise ConfigError(f"{key}.teacher_dtype", self.teacher_dtype, "expected auto, fp32, fp16 or bf16")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.loss.lambda_distill > 0 or self.loss.lambda_aux > 0

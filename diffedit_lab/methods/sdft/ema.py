@@ -1,0 +1,20 @@
+"""The EMA of the student: torch's ``AveragedModel`` with its EMA averaging function.
+
+``θ_ema ← d·θ_ema + (1 − d)·θ`` after every optimiser step, starting from the source weights (as guided-diffusion
+initialises its EMA: ``AveragedModel`` would otherwise copy the weights of the first update). Buffers are averaged
+too. The ``AveragedModel`` is a registered child of the module, so it is checkpointed (``n_averaged`` included)
+and resumes bit-exactly.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """An EMA copy of ``model`` (frozen), initialised to ``model``'s current weights."""
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.requires_grad_(False)
+    ema.update_parameters(model)  # the first update copies: the average starts at the source weights
+    return ema

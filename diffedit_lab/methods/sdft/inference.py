@@ -1,0 +1,247 @@
+"""SDFT's inference stages through Lightning's predict loop, all from the EMA model:
+
+* ``sample``: DDIM (40 steps, η = 0 by default) from seeded noise — image i always starts from the noise of
+  ``sample.seed + i``, whatever the batching — to PNGs and ``sample/grid.png``;
+* ``translate``: SDEdit of source-domain images (``translate.source``, its test split): noise to ``strength`` of
+  the DDIM schedule (the middle of 40 steps by default), denoise; PNGs, a source/translated grid and the paper's
+  translation metrics (PSNR/SSIM/LPIPS vs the inputs, FID/KID vs the target set);
+* ``eval``: the paper's protocols — generation (FID/KID of N samples vs the target set; LPIPS between samples of
+  the source and of the fine-tuned model from the same initial noise, DDIM) and translation (as above, metrics only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from lightning import Callback
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from diffedit_lab.callbacks.metrics import MetricsCallback
+from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.diffusion import samplers
+from diffedit_lab.methods.stage import StageContext
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.io import save_grid
+from diffedit_lab.utils.loggers import log_image_file
+
+log = logging.getLogger(__name__)
+
+
+def seeded_noise(seeds: Iterable[int], shape: Sequence[int], device: torch.device | str) -> torch.Tensor:
+    """One N(0, I) tensor of ``shape`` per seed (CPU generator: the same noise on every device)."""
+    noise = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(noise).to(device)
+
+
+class SeedDataset(Dataset):
+    """Items ``{"index": i, "seed": base + i}`` for i < n: what an unconditional sampling loop iterates over."""
+
+    def __init__(self, n: int, base: int) -> None:
+        self.n, self.base = int(n), int(base)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "seed": self.base + i}
+
+
+class SampleGrid(Callback):
+    """Keeps the first ``grid_max`` predicted ``images[key]`` and writes them as ``path`` at the end of the loop."""
+
+    def __init__(self, path, key: str, columns: int, grid_max: int, log_key: str) -> None:
+        self.path, self.key, self.columns, self.grid_max, self.log_key = path, key, columns, grid_max, log_key
+        self.kept: list[torch.Tensor] = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        room = self.grid_max - sum(len(x) for x in self.kept)
+        if room > 0:
+            self.kept.append(outputs["images"][self.key][:room].detach().float().cpu())
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self.kept and trainer.is_global_zero:
+            save_grid(torch.cat(self.kept), self.path, nrow=self.columns)
+            log_image_file(trainer.loggers, self.log_key, self.path, step=trainer.global_step)
+
+
+def _image_shape(module) -> tuple[int, int, int]:
+    s = module.student
+    return (s.in_channels, s.image_size, s.image_size)
+
+
+def _generate(module, prior, seeds, settings) -> torch.Tensor:
+    """DDIM from the seeded noise of ``seeds`` with ``settings`` (steps, eta, clip_sample)."""
+    x_T = seeded_noise(seeds, _image_shape(module), module.device)
+    gen = torch.Generator(module.device).manual_seed(int(seeds[0])) if settings.eta > 0 else None
+    return samplers.ddim_sample(
+        prior, x_T, num_steps=settings.steps, eta=settings.eta, generator=gen, clip_sample=settings.clip_sample
+    )
+
+
+def run_sample(module, ctx: StageContext) -> dict[str, float]:
+    s = module.cfg.sample
+    module.ensure_trained(ctx)
+    out = ctx.run_dir / "sample"
+    writer = ImageWriter(out, name_format="{name}.png")
+    grid = SampleGrid(out / "grid.png", "sample", s.grid_columns, s.grid_max, "sample/grid")
+
+    @torch.no_grad()
+    def step(batch: dict, batch_idx: int) -> dict:
+        x = _generate(module, module.sampling_prior(ema=s.ema), [int(v) for v in batch["seed"]], s)
+        return {"names": [f"{int(i):05d}" for i in batch["index"]], "images": {"sample": x}}
+
+    loader = DataLoader(SeedDataset(s.num_images, s.seed), batch_size=s.batch_size, shuffle=False)
+    module.run_predict(ctx, loader, step, callbacks=[writer, grid])
+    metrics = {"sample/num_images": float(writer.count)}
+    ctx.write_metrics(metrics)
+    log.info("wrote %d samples to %s", writer.count, out)
+    return metrics
+
+
+# --- translation --------------------------------------------------------------------------------------------
+def source_loader(module, limit: int | None, batch_size: int) -> DataLoader:
+    """The first ``limit`` images of the test split of ``translate.source`` (the source domain), in order."""
+    node = module.cfg.translate.source
+    if not node:
+        raise UserError("SDFT translation needs source-domain images: set method.translate.source (e.g. data=ffhq)")
+    dm = instantiate(node)
+    if hasattr(dm, "preflight"):
+        dm.preflight()
+    dm.setup("test")
+    ds = dm.dataset("test")
+    if limit is not None and limit < len(ds):
+        ds = Subset(ds, range(limit))
+    if len(ds) == 0:
+        raise UserError("the test split of method.translate.source is empty")
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+class TranslateSteps:
+    """SDEdit (or EGSDE: SDEdit + the energy guidance of :mod:`.egsde`) of a batch of source images."""
+
+    def __init__(self, module, settings, seed: int, classifier=None) -> None:
+        self.module, self.s, self.seed, self.classifier = module, settings, seed, classifier
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, batch_idx: int) -> dict:
+        m, s = self.module, self.s
+        x = batch["image"].to(m.device).float()
+        gen = torch.Generator(m.device).manual_seed(self.seed + batch_idx)
+        prior = m.sampling_prior(ema=s.ema)
+        guidance = None
+        if s.method == "egsde":
+            from diffedit_lab.methods.sdft.egsde import EGSDEGuidance
+
+            e = m.cfg.egsde
+            noise = torch.randn(x.shape, generator=gen, device=x.device)
+            feats = self.classifier.features
+            guidance = EGSDEGuidance(
+                prior, x, noise, s.steps, feats, e.realism_weight, e.faithfulness_weight, e.downsample
+            )
+        y = samplers.sdedit(
+            prior, x, strength=s.strength, num_steps=s.steps, eta=s.eta, generator=gen, step_callback=guidance
+        )
+        names = [Path(p).stem for p in batch["path"]] if "path" in batch else [f"{int(i):05d}" for i in batch["index"]]
+        return {
+            "names": names,
+            "images": {"source": x, "translated": y},
+            "metrics": {"paired": (y, x), "fake": y},
+        }
+
+
+def _suite_factory(module, metrics: Sequence[str], n: int):
+    from diffedit_lab.evaluation.suite import MetricSuite
+
+    e = module.cfg.eval
+    return lambda: MetricSuite(
+        list(metrics),
+        fid_feature=e.fid_feature,
+        fid_weights_path=e.fid_weights_path,
+        lpips_backbone_path=e.lpips_backbone_path,
+        kid_subset_size=max(2, min(e.kid_subset_size, n)),
+    )
+
+
+def feed_target(module, ctx: StageContext):
+    """``feed_real`` for :class:`MetricsCallback`: the whole target split (``eval.target_split``) as real images."""
+    e = module.cfg.eval
+
+    def feed(suite, device) -> None:
+        if not suite.needs_real_images:
+            return
+        dm = ctx.datamodule
+        dm.setup("fit")
+        ds = dm.dataset(e.target_split)
+        if e.max_target_images is not None and e.max_target_images < len(ds):
+            ds = Subset(ds, range(e.max_target_images))
+        for batch in DataLoader(ds, batch_size=_eval_batch_size(ctx), shuffle=False):
+            suite.update_unpaired_real(batch["image"].to(device))
+
+    return feed
+
+
+def _eval_batch_size(ctx: StageContext) -> int:
+    hp = getattr(ctx.datamodule, "hparams", {}) or {}
+    return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
+
+
+def translate_and_score(module, ctx, limit: int | None, metrics: Sequence[str], prefix: str, writers=()) -> dict:
+    s = module.cfg.translate
+    loader = source_loader(module, limit, s.batch_size)
+    scorer = MetricsCallback(_suite_factory(module, metrics, len(loader.dataset)), prefix, feed_target(module, ctx))
+    classifier = module.domain_classifier(ctx) if s.method == "egsde" else None
+    steps = TranslateSteps(module, s, s.seed, classifier)
+    module.run_predict(ctx, loader, steps, callbacks=[*writers, scorer])
+    return {**scorer.result, f"{prefix}/num_images": float(len(loader.dataset))}
+
+
+def run_translate(module, ctx: StageContext) -> dict[str, float]:
+    s = module.cfg.translate
+    module.ensure_trained(ctx)
+    out = ctx.run_dir / "translate"
+    writer = ImageWriter(out, grid_keys=("source", "translated"), grid_columns=s.grid_columns, grid_max=s.grid_max,
+                         log_key="translate/grid")  # fmt: skip
+    metrics = translate_and_score(module, ctx, s.max_images, module.cfg.eval.translation_metrics, "translate", [writer])
+    ctx.write_metrics(metrics)
+    log.info("translate: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics
+
+
+# --- eval ---------------------------------------------------------------------------------------------------
+def run_eval(module, ctx: StageContext) -> dict[str, float]:
+    e, s = module.cfg.eval, module.cfg.sample
+    module.ensure_trained(ctx)
+    metrics: dict[str, float] = {}
+    if e.generation_images and e.generation_metrics:
+        loader = DataLoader(SeedDataset(e.generation_images, e.seed), batch_size=s.batch_size, shuffle=False)
+        suite = _suite_factory(module, e.generation_metrics, e.generation_images)
+        scorer = MetricsCallback(suite, "eval/generation", feed_target(module, ctx))
+
+        @torch.no_grad()
+        def generate(batch: dict, batch_idx: int) -> dict:
+            return {"metrics": {"fake": _generate(module, module.sampling_prior(ema=s.ema), batch["seed"], s)}}
+
+        module.run_predict(ctx, loader, generate, callbacks=[scorer])
+        metrics |= scorer.result
+    if e.pair_images and e.pair_metrics:
+        loader = DataLoader(SeedDataset(e.pair_images, e.seed), batch_size=s.batch_size, shuffle=False)
+        scorer = MetricsCallback(_suite_factory(module, e.pair_metrics, e.pair_images), "eval/pairs")
+
+        @torch.no_grad()
+        def pairs(batch: dict, batch_idx: int) -> dict:
+            seeds = [int(v) for v in batch["seed"]]
+            tuned = _generate(module, module.sampling_prior(ema=s.ema), seeds, s)
+            source = _generate(module, module.teacher, seeds, s)
+            return {"metrics": {"paired": (tuned, source)}}
+
+        module.run_predict(ctx, loader, pairs, callbacks=[scorer])
+        metrics |= scorer.result
+    if e.translation_images and e.translation_metrics:
+        metrics |= translate_and_score(module, ctx, e.translation_images, e.translation_metrics, "eval/translation")
+    ctx.write_metrics(metrics)
+    log.info("eval: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics

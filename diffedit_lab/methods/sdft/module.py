@@ -1,0 +1,254 @@
+"""SDFT (Hur et al., "Expanding Expressiveness of Diffusion Models with Limited Data via Self-Distillation based
+Fine-Tuning", paper 002) as a LightningModule.
+
+The student is a trainable copy of a pretrained unconditional prior (``method.source``: the converted ADM FFHQ 256,
+any diffusers ``UNet2DModel`` folder or hub id, or the tiny random prior of tests); the teacher is the same source,
+frozen (a lazily built component: never in a checkpoint, half precision on GPU, loaded only when λ or λ' > 0).
+The loss is in :mod:`.losses`; an EMA of the student (:mod:`.ema`) is what sampling, translation and eval use.
+
+Stages: ``fit`` → ``sample`` → ``eval`` by default, ``translate`` (SDEdit) on request (:mod:`.inference`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from diffedit_lab.diffusion import samplers
+from diffedit_lab.diffusion.priors import UnconditionalPrior
+from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.sdft import inference
+from diffedit_lab.methods.sdft.config import SDFTConfig
+from diffedit_lab.methods.sdft.ema import make_ema
+from diffedit_lab.methods.sdft.losses import PosteriorTable, sdft_loss
+from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+
+log = logging.getLogger(__name__)
+
+EXPORT = "sdft.pt"  # student + EMA state dict, written after fit
+EMA_FOLDER = "ema_unet"  # the EMA model as a diffusers folder: usable as any method's prior (`prior.source=`)
+CLASSIFIER = "domain_classifier.pt"  # EGSDE's domain classifier, written by stage train_classifier
+
+
+class SDFTModule(EditingMethod):
+    Config = SDFTConfig
+    STAGES = (
+        Stage("fit", train=True, needs=("source",)),
+        Stage("sample", needs=("source",)),
+        Stage("train_classifier", train=True, default=False, needs=("source",)),
+        Stage("translate", default=False, needs=("source",)),
+        Stage("eval", needs=("source",)),
+    )
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: SDFTConfig) -> tuple[str, ...]:
+        if stage.name == "eval" and cfg.eval.folder.pred:
+            return ()  # scoring a folder of images builds no network
+        return stage.needs
+
+    def __init__(self, cfg: SDFTConfig):
+        super().__init__(cfg)
+        self.student: UnconditionalPrior | None = None
+        self.ema = None
+        self._table: PosteriorTable | None = None
+        self._trained = False
+        self._noise = torch.Generator().manual_seed(int(self.cfg.seed))  # t and ε; checkpointed
+
+    # --- networks ---------------------------------------------------------------------------------------------
+    def _source_node(self, **overrides):
+        node = OmegaConf.create(dict(self.cfg.source))
+        node.pop("domain", None)
+        for k, v in overrides.items():
+            node[k] = v
+        return node
+
+    def build_networks(self) -> None:
+        """The student (fp32, trainable; the source weights or a random init) and its EMA. Idempotent."""
+        if self.student is not None:
+            return
+        student = instantiate(self._source_node(dtype="fp32", trainable=True))
+        if not isinstance(student, UnconditionalPrior):
+            raise UserError(f"method.source must build an UnconditionalPrior (pixel U-Net), got {type(student)}")
+        if self.cfg.init == "random":  # the from-scratch baseline: same architecture and schedule, new weights
+            from diffedit_lab.testing._seed import seeded
+
+            with seeded(self.cfg.init_seed):
+                student.unet = type(student.unet).from_config(student.unet.config)
+        student.unet.train()
+        self.student = student
+        self.ema = make_ema(student.unet, self.cfg.ema.decay)
+        self._table = PosteriorTable(student.scheduler.betas)
+
+    @property
+    def teacher(self) -> UnconditionalPrior:
+        """The frozen source (half precision on GPU with ``teacher_dtype=auto``)."""
+        return self.component("teacher", self._source_node(dtype=self.cfg.teacher_dtype))
+
+    def sampling_prior(self, ema: bool = True) -> UnconditionalPrior:
+        """A prior view of the EMA (or raw student) U-Net for the samplers; shares the weights."""
+        self.build_networks()
+        unet = self.ema.module if ema else self.student.unet
+        param = next(unet.parameters())
+        prior = UnconditionalPrior(unet, self.student.scheduler, dtype=param.dtype, trainable=True)
+        prior.to(param.device)
+        return prior
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+        if not (stage.name == "eval" and self.cfg.eval.folder.pred):
+            self.build_networks()
+        super().run_stage(stage, ctx)
+
+    def stage_fit(self, ctx: StageContext) -> None:
+        self.run_training(ctx, self.cfg.fit)
+        self._trained = True
+        if ctx.global_rank == 0:
+            self.export(ctx.run_dir)
+        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
+        ctx.write_metrics(metrics)
+
+    def stage_sample(self, ctx: StageContext) -> None:
+        inference.run_sample(self, ctx)
+
+    def stage_train_classifier(self, ctx: StageContext) -> None:
+        from diffedit_lab.methods.sdft.classifier import DomainClassifierModule, TwoDomains
+
+        c = self.cfg.train_classifier
+        if not self.cfg.translate.source:
+            raise UserError("stage train_classifier needs source-domain images: set method.translate.source")
+        module = DomainClassifierModule(self.new_classifier(), self.student.alphas_cumprod, c.lr, c.seed)
+        data = TwoDomains(instantiate(self.cfg.translate.source), ctx.datamodule)
+        trainer = ctx.fit_trainer(self.stage, c)
+        trainer.fit(module, datamodule=data, ckpt_path=ctx.resume_path(self.stage))
+        if ctx.global_rank == 0:
+            torch.save({"state_dict": module.classifier.state_dict()}, ctx.run_dir / CLASSIFIER)
+        self._frozen["classifier"] = module.classifier.eval().requires_grad_(False)
+        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("classifier/")})
+
+    def new_classifier(self):
+        from diffedit_lab.methods.sdft.classifier import DomainClassifier
+        from diffedit_lab.testing._seed import seeded
+
+        c = self.cfg.train_classifier
+        with seeded(c.seed):
+            return DomainClassifier(tuple(c.channels), c.groups, in_channels=self.student.in_channels)
+
+    def domain_classifier(self, ctx: StageContext):
+        """The trained domain classifier for EGSDE: ``egsde.classifier_weights``, ``<run>/domain_classifier.pt`` or
+        ``checkpoints/train_classifier/last.ckpt``."""
+        if self._frozen.get("classifier") is None:
+            candidates = [self.cfg.egsde.classifier_weights, ctx.run_dir / CLASSIFIER,
+                          ctx.checkpoint_dir("train_classifier") / "last.ckpt"]  # fmt: skip
+            path = next(
+                (Path(str(c)).expanduser() for c in candidates if c and Path(str(c)).expanduser().is_file()), None
+            )
+            if path is None:
+                raise UserError(
+                    "translate.method=egsde needs a trained domain classifier: run stage train_classifier first "
+                    "(stage=[train_classifier,translate]) or pass "
+                    "method.egsde.classifier_weights=<run>/domain_classifier.pt"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            state = {k.removeprefix("classifier."): v for k, v in state.items()}
+            clf = self.new_classifier()
+            clf.load_state_dict(state)
+            self._frozen["classifier"] = clf.eval().requires_grad_(False)
+        return self._frozen["classifier"].to(self.device)
+
+    def stage_translate(self, ctx: StageContext) -> None:
+        inference.run_translate(self, ctx)
+
+    def stage_eval(self, ctx: StageContext) -> None:
+        if self.cfg.eval.folder.pred:
+            self.evaluate_folder(ctx, self.cfg.eval.folder)
+            return
+        inference.run_eval(self, ctx)
+
+    # --- trained weights --------------------------------------------------------------------------------------
+    def export(self, run_dir: Path) -> None:
+        """``sdft.pt`` (student + EMA) and the EMA as a diffusers folder ``ema_unet/``."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save({"state_dict": state}, run_dir / EXPORT)
+        self.sampling_prior(ema=True).save_pretrained(run_dir / EMA_FOLDER)
+
+    def ensure_trained(self, ctx: StageContext) -> None:
+        """Inference without ``fit`` in this run: load ``sdft.pt`` or a fit checkpoint (lookup order in
+        :meth:`trained_weights_path`)."""
+        if self._trained:
+            return
+        path = self.trained_weights_path(ctx, EXPORT, "fit", "SDFT model to sample from")
+        self.load_weights(path)
+        log.info("loaded the fine-tuned model from %s", path)
+
+    def load_weights(self, path: str | Path) -> None:
+        self.build_networks()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"{path} does not match this SDFT model (method.source): missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}"
+            )
+        self._trained = True
+
+    # --- training ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return instantiate(self.cfg.optim)(params=self.student.unet.parameters())
+
+    def draw_noise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t ~ U{0..T−1} and ε ~ N(0, I) from the module's checkpointed stream (drawn on CPU: device-independent)."""
+        t = torch.randint(0, self.student.num_train_timesteps, (x0.shape[0],), generator=self._noise)
+        eps = torch.randn(x0.shape, generator=self._noise)
+        return t.to(x0.device), eps.to(x0.device)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0 = batch["image"].float()
+        t, eps = self.draw_noise(x0)
+        teacher = self.teacher if self.cfg.needs_teacher else None
+        terms = sdft_loss(self.student, teacher, x0, eps, t, self.cfg.loss, self._table)
+        if not torch.isfinite(terms.total):
+            raise UserError(
+                f"non-finite loss at step {self.global_step}; training stopped, the last good checkpoint is kept in "
+                "checkpoints/fit/ (try a lower lr or trainer.precision=32-true)"
+            )
+        logs = {"train/loss": terms.total.detach(), "train/simple": terms.simple.mean().detach()}
+        if self.student.learned_variance and self.cfg.loss.vb:
+            logs["train/vb"] = terms.vb.mean().detach()
+        if self.cfg.loss.lambda_distill > 0:
+            logs["train/distill"] = terms.distill.mean().detach()
+        if self.cfg.loss.lambda_aux > 0:
+            logs["train/aux"] = terms.aux.mean().detach()
+        self.log_dict(logs, prog_bar=True, batch_size=x0.shape[0])
+        return terms.total
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update_parameters(self.student.unet)  # after every optimiser step (accumulation boundaries)
+
+    def on_train_start(self) -> None:
+        if self.global_rank > 0 and self.global_step == 0:  # DDP: every rank its own t and ε
+            self._noise.manual_seed(int(self.cfg.seed) + 7919 * self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["sdft_noise_rng"] = self._noise.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.build_networks()
+        if "sdft_noise_rng" in checkpoint:
+            self._noise.set_state(checkpoint["sdft_noise_rng"])
+
+    @torch.no_grad()
+    def preview_images(self) -> dict[str, torch.Tensor]:
+        """EMA samples from fixed noise (DDIM, the sample stage's settings), for the image-grid callback."""
+        s = self.cfg.sample
+        n, size = self.cfg.fit.preview_images, self.student.image_size
+        x_T = inference.seeded_noise(range(n), (self.student.in_channels, size, size), self.device)
+        prior = self.sampling_prior(ema=s.ema)
+        return {"ema_samples": samplers.ddim_sample(prior, x_T, num_steps=s.steps, eta=0.0, clip_sample=s.clip_sample)}
