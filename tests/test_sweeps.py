@@ -6,6 +6,8 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, run_cli, tiny_overrides
 
 
@@ -59,3 +61,27 @@ def test_slurm_launcher_config_composes():
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "submitit_slurm" in res.stdout or "SlurmLauncher" in res.stdout
+
+
+def test_sdft_tables_put_the_papers_numbers_beside_ours(tmp_path, cache_dir):
+    """experiment=sdft_tables_metfaces shrunk to the tiny models: three training methods, each fit → classifier →
+    eval with SDEdit and EGSDE translation; the table carries Tab. 1/3's published values beside our columns."""
+    from diffedit_lab.methods.sdft import paper
+
+    out = tmp_path / "tables"
+    keep = [a for a in tiny_overrides(out, cache_dir, method="sdft") if not a.startswith("paths.output_dir")]
+    tiny = ["data=synthetic", "trainer=cpu", "prior=tiny_unet", "callbacks=none", "trainer.precision=32",
+            "trainer.accumulate_grad_batches=1", f"hydra.sweep.dir={out}"]  # fmt: skip
+    res = _multirun(["experiment=sdft_tables_metfaces", *keep, *tiny])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["paper"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert set(rows) == {"Scratch", "Naive Fine-Tune", "Ours (SDFT)"}
+    assert "method/sdft/variant@method=scratch" in rows["Scratch"]["overrides"]
+    assert float(rows["Ours (SDFT)"]["paper:eval/generation/fid"]) == 35.11
+    assert float(rows["Ours (SDFT)"]["paper:eval/generation/kid"]) == pytest.approx(17.14e-3)  # the paper's KID×10³
+    assert float(rows["Scratch"]["paper:eval/translation_egsde/psnr"]) == 15.15
+    for row in rows.values():
+        for key in ("eval/translation_sdedit/psnr", "eval/translation_egsde/fid", "eval/generation/kid"):
+            assert row[key] != "", key
+    assert set(paper.METFACES[0]["values"]) <= set(next(iter(rows.values())))
+    assert "| Ours (SDFT) |" in (out / "comparison.md").read_text()

@@ -43,6 +43,20 @@ class EMAConfig:
 @dataclass
 class FitConfig(TrainStageConfig):
     preview_images: int = field(default=4, metadata=bounds(ge=1))  # EMA samples in the image grids
+    # sample quality during training: every `fid_every` steps (0 = off), FID/KID of `fid_images` EMA samples (DDIM,
+    # `fid_steps` steps; null = sample.steps) vs the target set; checkpoints/fit/best.ckpt keeps the best `fid_monitor`
+    fid_every: int = field(default=0, metadata=bounds(ge=0))
+    fid_images: int = field(default=1000, metadata=bounds(ge=2))
+    fid_steps: int | None = field(default=None, metadata=bounds(ge=1))
+    fid_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
+    fid_monitor: Literal["fid", "kid"] = "fid"
+
+    def check(self, key: str) -> None:
+        wrong = [m for m in self.fid_metrics if m not in UNPAIRED]
+        if wrong or self.fid_monitor not in self.fid_metrics:
+            raise ConfigError(
+                f"{key}.fid_metrics", self.fid_metrics, f"expected a subset of {list(UNPAIRED)} holding fid_monitor"
+            )
 
 
 @dataclass
@@ -112,12 +126,14 @@ class EvalConfig:
     generation_images: int = field(default=10_000, metadata=bounds(ge=0))
     pair_images: int = field(default=2_000, metadata=bounds(ge=0))
     translation_images: int = field(default=10_000, metadata=bounds(ge=0))
+    target: Component | None = None  # the reference set of FID/KID (a data config); null = the training data
     target_split: Literal["train", "val", "test"] = "train"  # the target set FID/KID compare against
     max_target_images: int | None = field(default=None, metadata=bounds(ge=1))
     seed: int = field(default=1_000_000, metadata=bounds(ge=0))
     generation_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
     pair_metrics: list[str] = field(default_factory=lambda: ["lpips"])  # source vs fine-tuned sample, same noise
     translation_metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "kid"])
+    translation_methods: list[Literal["sdedit", "egsde"]] = field(default_factory=lambda: ["sdedit"])
     fid_feature: str | int = "inception"
     fid_weights_path: str | None = None
     lpips_backbone_path: str | None = None

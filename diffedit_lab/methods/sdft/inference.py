@@ -6,7 +6,8 @@
   the DDIM schedule (the middle of 40 steps by default), denoise; PNGs, a source/translated grid and the paper's
   translation metrics (PSNR/SSIM/LPIPS vs the inputs, FID/KID vs the target set);
 * ``eval``: the paper's protocols — generation (FID/KID of N samples vs the target set; LPIPS between samples of
-  the source and of the fine-tuned model from the same initial noise, DDIM) and translation (as above, metrics only).
+  the source and of the fine-tuned model from the same initial noise, DDIM) and translation (as above, metrics only,
+  once per method of ``eval.translation_methods``: ``eval/translation_sdedit/*``, ``eval/translation_egsde/*``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,31 @@ def run_sample(module, ctx: StageContext) -> dict[str, float]:
     return metrics
 
 
+def sample_quality_monitor(module, ctx: StageContext):
+    """``fit``'s FID/KID of EMA samples every ``fit.fid_every`` steps, best checkpoint ``checkpoints/fit/best.ckpt``."""
+    from dataclasses import replace
+
+    from diffedit_lab.callbacks.sample_quality import SampleQualityMonitor
+
+    f, s = module.cfg.fit, module.cfg.sample
+    settings = replace(s, steps=f.fid_steps or s.steps)
+
+    def generate(seeds: list[int]) -> torch.Tensor:
+        return _generate(module, module.sampling_prior(ema=s.ema), seeds, settings)
+
+    return SampleQualityMonitor(
+        _suite_factory(module, f.fid_metrics, f.fid_images),
+        generate,
+        feed_target(module, ctx),
+        every=f.fid_every,
+        num_samples=f.fid_images,
+        batch_size=s.batch_size,
+        checkpoint_dir=ctx.checkpoint_dir("fit"),
+        seed=module.cfg.eval.seed,
+        monitor=f.fid_monitor,
+    )
+
+
 # --- translation --------------------------------------------------------------------------------------------
 def source_loader(module, limit: int | None, batch_size: int) -> DataLoader:
     """The first ``limit`` images of the test split of ``translate.source`` (the source domain), in order."""
@@ -167,13 +193,16 @@ def _suite_factory(module, metrics: Sequence[str], n: int):
 
 
 def feed_target(module, ctx: StageContext):
-    """``feed_real`` for :class:`MetricsCallback`: the whole target split (``eval.target_split``) as real images."""
+    """``feed_real`` for :class:`MetricsCallback`: the whole target split (``eval.target_split``) as real images —
+    of ``eval.target`` when set (e.g. the whole AAHQ while training on a subset), else of the training data."""
     e = module.cfg.eval
 
     def feed(suite, device) -> None:
         if not suite.needs_real_images:
             return
-        dm = ctx.datamodule
+        dm = instantiate(e.target) if e.target else ctx.datamodule
+        if e.target and hasattr(dm, "preflight"):
+            dm.preflight()
         dm.setup("fit")
         ds = dm.dataset(e.target_split)
         if e.max_target_images is not None and e.max_target_images < len(ds):
@@ -189,8 +218,14 @@ def _eval_batch_size(ctx: StageContext) -> int:
     return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
 
 
-def translate_and_score(module, ctx, limit: int | None, metrics: Sequence[str], prefix: str, writers=()) -> dict:
-    s = module.cfg.translate
+def translate_and_score(
+    module, ctx, limit: int | None, metrics: Sequence[str], prefix: str, writers=(), method: str | None = None
+) -> dict:
+    """Translate the first ``limit`` source images (``translate`` settings; ``method`` overrides sdedit/egsde) and
+    score them: paired metrics vs the inputs, FID/KID vs the target set."""
+    from dataclasses import replace
+
+    s = module.cfg.translate if method is None else replace(module.cfg.translate, method=method)
     loader = source_loader(module, limit, s.batch_size)
     scorer = MetricsCallback(_suite_factory(module, metrics, len(loader.dataset)), prefix, feed_target(module, ctx))
     classifier = module.domain_classifier(ctx) if s.method == "egsde" else None
@@ -241,7 +276,9 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
         module.run_predict(ctx, loader, pairs, callbacks=[scorer])
         metrics |= scorer.result
     if e.translation_images and e.translation_metrics:
-        metrics |= translate_and_score(module, ctx, e.translation_images, e.translation_metrics, "eval/translation")
+        for method in e.translation_methods:  # Tab. 1: SDEdit and EGSDE rows of the same model
+            prefix = f"eval/translation_{method}"
+            metrics |= translate_and_score(module, ctx, e.translation_images, e.translation_metrics, prefix, (), method)
     ctx.write_metrics(metrics)
     log.info("eval: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics

@@ -57,6 +57,7 @@ class SDFTModule(EditingMethod):
         self.ema = None
         self._table: PosteriorTable | None = None
         self._trained = False
+        self.quality_monitor = None
         self._noise = torch.Generator().manual_seed(int(self.cfg.seed))  # t and ε; checkpointed
 
     # --- networks ---------------------------------------------------------------------------------------------
@@ -105,12 +106,14 @@ class SDFTModule(EditingMethod):
         super().run_stage(stage, ctx)
 
     def stage_fit(self, ctx: StageContext) -> None:
-        self.run_training(ctx, self.cfg.fit)
+        monitor = inference.sample_quality_monitor(self, ctx) if self.cfg.fit.fid_every else None
+        self.quality_monitor = monitor  # what tests and notebooks inspect (history, best step)
+        self.run_training(ctx, self.cfg.fit, callbacks=[monitor] if monitor else [])
         self._trained = True
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
-        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
-        ctx.write_metrics(metrics)
+        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        ctx.write_metrics(metrics | (monitor.summary() if monitor else {}))
 
     def stage_sample(self, ctx: StageContext) -> None:
         inference.run_sample(self, ctx)

@@ -32,6 +32,14 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     state = ckpt["state_dict"]
     assert not torch.equal(state["ema.module.conv_in.weight"], state["student.unet.conv_in.weight"])
     assert {"train/loss", "train/simple", "train/vb", "train/distill", "train/aux"} <= metrics.keys()
+    # FID/KID of EMA samples every 2 steps; best.ckpt holds the state of the step with the lowest FID
+    monitor = result.objects["method"].quality_monitor
+    assert [s for s, _ in monitor.history] == [2, 4]
+    fids = {s: v["val/fid"] for s, v in monitor.history}
+    best_step = min(fids, key=fids.get)
+    assert metrics["val/fid_best"] == fids[best_step] and metrics["val/fid_best_step"] == best_step
+    best = torch.load(out / "checkpoints" / "fit" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == best_step
     assert len(list((out / "sample").glob("0*.png"))) == 4 and (out / "sample" / "grid.png").is_file()
     assert len(list((out / "translate" / "translated").glob("*.png"))) == 2
     assert (out / "translate" / "grid.png").is_file() and (out / "sdft.pt").is_file()
@@ -39,8 +47,8 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     clf = torch.load(out / "checkpoints" / "train_classifier" / "last.ckpt", weights_only=True)
     assert clf["global_step"] == 2 and all(k.startswith("classifier.") for k in clf["state_dict"])
     assert {"classifier/loss", "classifier/acc"} <= metrics.keys()
-    for key in ("eval/generation/fid", "eval/generation/kid", "eval/pairs/psnr", "eval/translation/psnr",
-                "eval/translation/ssim", "eval/translation/fid", "translate/psnr"):  # fmt: skip
+    for key in ("eval/generation/fid", "eval/generation/kid", "eval/pairs/psnr", "eval/translation_sdedit/psnr",
+                "eval/translation_sdedit/ssim", "eval/translation_sdedit/fid", "translate/psnr"):  # fmt: skip
         assert key in metrics, key
     # source and fine-tuned samples from the same noise differ (the model trained), but are not unrelated noise
     assert 0 < metrics["eval/pairs/psnr"] < 100
