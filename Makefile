@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-all demo lint format bench clean
+.PHONY: install test test-all demo demo-sdft lint format bench clean
 
 install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,9 @@ test-all:  ## everything that runs on this machine, slow tests included
 
 demo:  ## SDD end to end on tiny models + real sample photos (CPU, ~1 min); outputs/demo/runs/<time>/
 	$(BIN)/python -m diffedit_lab experiment=demo
+
+demo-sdft:  ## SDFT end to end on tiny models (CPU, ~20 s); outputs/sdft_demo/runs/<time>/
+	$(BIN)/python -m diffedit_lab experiment=sdft_demo
 
 lint:
 	$(BIN)/ruff check diffedit_lab tests experiments
