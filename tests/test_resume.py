@@ -23,6 +23,11 @@ CASES = {
         ["stage=[select,fit]", "method.fit.steps=24", "method.fit.checkpoint_every=6", "method.fit.preview_every=0"],
         "step_000006.ckpt",
     ),
+    "sdft": (  # the EMA, the t/ε stream and the FID monitor's state (evaluations at 4, 8, …) across the kill
+        "fit",
+        ["stage=fit", "method.fit.steps=16", "method.fit.checkpoint_every=4", "method.fit.fid_every=4"],
+        "step_000004.ckpt",
+    ),
 }
 
 
