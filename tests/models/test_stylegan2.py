@@ -125,6 +125,58 @@ def test_modulated_conv_upsample_doubles_resolution():
     assert conv(torch.randn(2, 4, 5, 5), torch.randn(2, 4)).shape == (2, 5, 10, 10)
 
 
+def _literal_upfirdn2d(x, kernel, up, pad):
+    """Zero insertion by indexing, explicit padding, depthwise convolution with the flipped kernel."""
+    b, c, h, w = x.shape
+    u = x.new_zeros(b, c, h * up, w * up)
+    u[:, :, ::up, ::up] = x
+    u = torch.nn.functional.pad(u, (pad[0], pad[1], pad[0], pad[1]))
+    k = torch.flip(kernel, [0, 1]).expand(c, 1, *kernel.shape)
+    return torch.nn.functional.conv2d(u, k, groups=c)
+
+
+@pytest.mark.parametrize(("up", "pad"), [(2, (2, 1)), (1, (1, 1)), (1, (2, 1)), (2, (1, 1))])
+def test_upfirdn2d_fast_paths_equal_the_literal_definition(up, pad):
+    g = torch.Generator().manual_seed(0)
+    x, kernel = torch.randn(2, 3, 5, 6, generator=g), torch.rand(4, 4, generator=g)  # asymmetric kernel
+    torch.testing.assert_close(upfirdn2d(x, kernel, up=up, pad=pad), _literal_upfirdn2d(x, kernel, up, pad))
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+def test_modulated_conv_is_the_per_sample_kernel_convolution(upsample):
+    """The grouped batch convolution equals convolving each sample with its own kernel gain·W·s·d, + bias."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 5, 3, style_dim=6, upsample=upsample)
+    x, style, bias, gain = torch.randn(2, 4, 6, 6), torch.randn(2, 6), torch.randn(5), 1.7
+    out = conv(x, style, gain=gain, bias=bias)
+    for b in range(2):
+        s = style[b : b + 1] @ (conv.modulation.weight * conv.modulation.scale).T + conv.modulation.bias
+        w = conv.scale * conv.weight[0] * s.view(1, 4, 1, 1)  # (out, in, 3, 3)
+        w = w / torch.sqrt(w.pow(2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8) * gain
+        if upsample:
+            y = torch.nn.functional.conv_transpose2d(x[b : b + 1], w.transpose(0, 1), stride=2)
+            y = _literal_upfirdn2d(y, make_kernel([1, 3, 3, 1]) * 4, 1, (1, 1))
+        else:
+            y = torch.nn.functional.conv2d(x[b : b + 1], w, padding=1)
+        torch.testing.assert_close(out[b : b + 1], y + bias.view(1, -1, 1, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_styled_conv_folds_gain_and_bias_into_the_kernel():
+    from diffedit_lab.models.stylegan2.ops import StyledConv
+
+    torch.manual_seed(0)
+    layer = StyledConv(4, 5, 3, style_dim=6)
+    with torch.no_grad():
+        layer.noise.weight.fill_(0.3)
+        layer.activate.bias.copy_(torch.randn(5))
+    x, style, noise = torch.randn(2, 4, 6, 6), torch.randn(2, 6), torch.randn(2, 1, 6, 6)
+    plain = layer.conv(x, style)  # no gain, no bias
+    expected = fused_leaky_relu(plain + 0.3 * noise, layer.activate.bias)  # lrelu(· + b)·√2
+    torch.testing.assert_close(layer(x, style, noise=noise), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer(x, style, noise=0.0), fused_leaky_relu(plain, layer.activate.bias), atol=1e-5,
+                               rtol=1e-5)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ generator
 
 

@@ -49,17 +49,30 @@ def upfirdn2d(
 
     The same (pad0, pad1) is used on both axes, as in StyleGAN2. The filter is a true convolution (the
     kernel is flipped), applied depthwise so every channel is filtered independently.
+
+    Two cases StyleGAN2 uses run as ONE depthwise convolution without materialising the padded or zero-stuffed
+    image: a symmetric pad (``up == 1``: ``conv2d`` with ``padding``) and zero insertion followed by a filter whose
+    crop is symmetric (``up > 1``: a strided ``conv_transpose2d`` with the kernel itself, which computes exactly
+    the non-zero taps). Everything else takes the literal route.
     """
     b, c, h, w = x.shape
+    kh, kw = kernel.shape
+    p0, p1 = pad
+    if down == 1 and kh == kw:
+        if up == 1 and p0 == p1 >= 0:
+            weight = torch.flip(kernel, [0, 1]).to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+            return F.conv2d(x, weight, padding=p0, groups=c)
+        crop0, crop1 = kh - 1 - p0, kh - up - p1  # what the full transposed conv has beyond the wanted output
+        if up > 1 and crop0 == crop1 >= 0:
+            weight = kernel.to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+            return F.conv_transpose2d(x, weight, stride=up, padding=crop0, groups=c)
     if up > 1:  # (h, w) -> (h*up, w*up) with the samples at the top-left of each up x up cell
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(b, c, h * up, w * up)
-    p0, p1 = pad
     x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
     if p0 < 0 or p1 < 0:
         x = x[:, :, max(-p0, 0) : x.shape[2] - max(-p1, 0), max(-p0, 0) : x.shape[3] - max(-p1, 0)]
-    kh, kw = kernel.shape
     weight = torch.flip(kernel, [0, 1]).to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
     x = F.conv2d(x, weight, groups=c)
     return x[:, :, ::down, ::down]
@@ -149,8 +162,10 @@ class Upsample(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Conv whose input channels are scaled by a style and whose outputs are demodulated to unit variance.
 
-    Computed as ``conv(x * s, W) * d`` (one shared kernel for the batch), which equals convolving with the
-    per-sample kernel ``W * s * d`` that StyleGAN2 describes, but needs no grouped convolution.
+    Runs as ONE grouped convolution over the batch with the per-sample kernel ``gain · W · s · d`` that StyleGAN2
+    describes (groups = batch; a plain convolution for one image): the style, the demodulation, an output gain and
+    a bias all ride on the kernel, so no pass over the activations is spent on them. ``gain`` and ``bias`` let the
+    caller fold its own affine step in (``StyledConv`` folds the activation's √2 and bias).
     """
 
     def __init__(
@@ -175,20 +190,32 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        weight = self.scale * self.weight[0]  # (out, in, k, k)
+    def sample_kernels(self, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """``gain · scale · W · s`` (demodulated), one kernel per sample: (B, out, in, k, k)."""
+        batch = style.shape[0]
         s = self.modulation(style)  # (B, in)
-        x = x * s.view(batch, self.in_channel, 1, 1)
-        if self.upsample:
-            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-        else:
-            out = F.conv2d(x, weight, padding=self.padding)
+        w = self.scale * self.weight * s.view(batch, 1, self.in_channel, 1, 1)
         if self.demodulate:
-            w = weight.unsqueeze(0) * s.view(batch, 1, self.in_channel, 1, 1)
-            demod = torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4)) + 1e-8)  # (B, out)
-            out = out * demod.view(batch, self.out_channel, 1, 1)
-        return out
+            w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        return w * gain if gain != 1.0 else w
+
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``bias`` (out,) is added after the convolution (after the blur when upsampling)."""
+        batch, _, h, w_ = x.shape
+        k = self.kernel_size
+        weight = self.sample_kernels(style, gain)
+        x = x.reshape(1, batch * self.in_channel, h, w_)
+        if self.upsample:  # grouped transposed conv: weight (B·in, out, k, k)
+            weight = weight.transpose(1, 2).reshape(batch * self.in_channel, self.out_channel, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
+            out = self.blur(out.reshape(batch, self.out_channel, *out.shape[2:]))
+            return out if bias is None else out + bias.view(1, -1, 1, 1)
+        weight = weight.reshape(batch * self.out_channel, self.in_channel, k, k)
+        b = None if bias is None else bias.repeat(batch)
+        out = F.conv2d(x, weight, b, padding=self.padding, groups=batch)
+        return out.reshape(batch, self.out_channel, h, w_)
 
 
 class NoiseInjection(nn.Module):
@@ -228,8 +255,16 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``lrelu(conv + noise·w_n + b)·√2`` computed as ``lrelu(conv_√2 + √2·noise·w_n)``: the gain and the bias
+        ride on the kernel (leaky ReLU is positively homogeneous), leaving one add and one in-place activation."""
+        gain = 2**0.5
+        out = self.conv(x, style, gain=gain, bias=self.activate.bias * gain)
+        if noise is None:
+            noise = out.new_empty(out.shape[0], 1, *out.shape[2:]).normal_()
+        if not (isinstance(noise, float | int) and noise == 0):
+            out = out.add_(noise * (self.noise.weight * gain))
+        return F.leaky_relu_(out, 0.2)
 
 
 class ToRGB(nn.Module):
@@ -247,7 +282,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        out = self.conv(x, style, bias=self.bias.view(-1))
         if skip is not None:
-            out = out + self.upsample(skip)
+            out = out.add_(self.upsample(skip))
         return out
