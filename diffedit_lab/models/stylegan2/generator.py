@@ -57,8 +57,10 @@ class StyleGAN2Generator(nn.Module):
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         channels: Mapping[int, int] | None = None,
         crop: Sequence[int] | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
         log_size = int(round(math.log2(size))) if size > 0 else 0
         if size < 4 or 2**log_size != size:
             raise UserError(f"StyleGAN2 size must be a power of two >= 4, got {size}")
@@ -181,7 +183,10 @@ class StyleGAN2Generator(nn.Module):
         if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.style_dim):
             raise ValueError(f"expected W+ of shape (B, {self.n_latent}, {self.style_dim}), got {tuple(w_plus.shape)}")
         noises = self._noises(noise_mode, noise)
-        out = self.conv1(self.input(w_plus.shape[0]), w_plus[:, 0], noise=noises[0])
+        x = self.input(w_plus.shape[0])
+        if self.channels_last:  # every conv, FIR filter and add below keeps the format (faster kernels, CPU and GPU)
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.conv1(x, w_plus[:, 0], noise=noises[0])
         skip = self.to_rgb1(out, w_plus[:, 1])
         i = 1
         for conv_up, conv, n1, n2, to_rgb in zip(
@@ -194,7 +199,7 @@ class StyleGAN2Generator(nn.Module):
         if self.crop is not None:
             top, bottom, left, right = self.crop
             skip = skip[:, :, top : self.size - bottom, left : self.size - right]
-        return skip
+        return skip.contiguous()
 
     def forward(
         self,

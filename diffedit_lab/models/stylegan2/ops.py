@@ -162,10 +162,10 @@ class Upsample(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Conv whose input channels are scaled by a style and whose outputs are demodulated to unit variance.
 
-    Runs as ONE grouped convolution over the batch with the per-sample kernel ``gain · W · s · d`` that StyleGAN2
-    describes (groups = batch; a plain convolution for one image): the style, the demodulation, an output gain and
-    a bias all ride on the kernel, so no pass over the activations is spent on them. ``gain`` and ``bias`` let the
-    caller fold its own affine step in (``StyledConv`` folds the activation's √2 and bias).
+    For one image (an edit) it is ONE convolution with the per-sample kernel ``gain · W · s · d`` that StyleGAN2
+    describes: the style, the demodulation, an output gain and a bias all ride on the kernel, so no pass over the
+    activations is spent on them. ``gain`` and ``bias`` let the caller fold its own affine step in (``StyledConv``
+    folds the activation's √2 and bias).
     """
 
     def __init__(
@@ -190,32 +190,45 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
 
+    def demodulation(self, s: torch.Tensor) -> torch.Tensor:
+        """d[b, o] = 1/√(Σ_{i,k} (scale·W[o,i,k]·s[b,i])² + 1e-8) from Σ_k W² and s², without the (B, out, in, k, k)
+        tensor: (B, out)."""
+        w2 = self.weight[0].pow(2).sum(dim=(2, 3)) * self.scale**2  # (out, in)
+        return torch.rsqrt(s.pow(2) @ w2.T + 1e-8)
+
     def sample_kernels(self, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """``gain · scale · W · s`` (demodulated), one kernel per sample: (B, out, in, k, k)."""
-        batch = style.shape[0]
         s = self.modulation(style)  # (B, in)
-        w = self.scale * self.weight * s.view(batch, 1, self.in_channel, 1, 1)
+        coef = (self.scale * gain) * s[:, None, :]  # (B, 1, in)
         if self.demodulate:
-            w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        return w * gain if gain != 1.0 else w
+            coef = coef * self.demodulation(s)[:, :, None]  # (B, out, in)
+        return self.weight * coef[..., None, None]
 
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``bias`` (out,) is added after the convolution (after the blur when upsampling)."""
-        batch, _, h, w_ = x.shape
-        k = self.kernel_size
-        weight = self.sample_kernels(style, gain)
-        x = x.reshape(1, batch * self.in_channel, h, w_)
-        if self.upsample:  # grouped transposed conv: weight (B·in, out, k, k)
-            weight = weight.transpose(1, 2).reshape(batch * self.in_channel, self.out_channel, k, k)
-            out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
-            out = self.blur(out.reshape(batch, self.out_channel, *out.shape[2:]))
-            return out if bias is None else out + bias.view(1, -1, 1, 1)
-        weight = weight.reshape(batch * self.out_channel, self.in_channel, k, k)
-        b = None if bias is None else bias.repeat(batch)
-        out = F.conv2d(x, weight, b, padding=self.padding, groups=batch)
-        return out.reshape(batch, self.out_channel, h, w_)
+        """``bias`` (out,) is added after the convolution (after the blur when upsampling). One image: the per-sample
+        kernel. A batch: ``conv(x·s, W)·d`` with the kernel shared by the batch (the same function; keeps the memory
+        format of ``x``, e.g. channels-last, which a grouped conv over a reshaped batch would not)."""
+        batch = x.shape[0]
+        if batch == 1:
+            weight, scale_out = self.sample_kernels(style, gain)[0], None
+        else:
+            s = self.modulation(style)
+            x = x * s.view(batch, self.in_channel, 1, 1)
+            weight = self.scale * gain * self.weight[0]
+            scale_out = self.demodulation(s) if self.demodulate else None
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+            bias_in_conv = None
+        else:
+            bias_in_conv = bias if scale_out is None else None
+            out = F.conv2d(x, weight, bias_in_conv, padding=self.padding)
+        if scale_out is not None:
+            out = out * scale_out.view(batch, self.out_channel, 1, 1)
+        if bias is not None and bias_in_conv is None:
+            out = out + bias.view(1, -1, 1, 1)
+        return out
 
 
 class NoiseInjection(nn.Module):
