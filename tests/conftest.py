@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning  # noqa: F401  (imported here, its log handler binds to the real stderr, not a test's capture)
 import pytest
 import torch
 

@@ -25,6 +25,10 @@ EXPECTED = {
     "train.sdd_step.trainer",
     "train.sdft_step",
     "train.naive_step",
+    "rectifier.plain_forward",
+    "rectifier.forward.grouped",
+    "rectifier.forward.vmap",
+    "rectifier.step.grouped",
 }
 
 
@@ -47,7 +51,7 @@ def test_bench_tiny_writes_complete_json(tmp_path, capsys):
         assert math.isfinite(e["median_ms"]) and e["median_ms"] > 0, e["name"]
 
     ratio_names = ("sdedit_over_sdd_edit", "sdd_framework_over_bare_step", "sdd_trainer_over_bare_step")
-    for name in (*ratio_names, "sdft_over_naive_step"):
+    for name in (*ratio_names, "sdft_over_naive_step", "rectifier_grouped_over_plain", "rectifier_step_over_plain"):
         value = data["ratios"][name]["tiny"]
         assert math.isfinite(value) and value > 0, name
 

@@ -28,6 +28,16 @@ CASES = {
         ["stage=fit", "method.fit.steps=16", "method.fit.checkpoint_every=4", "method.fit.fid_every=4"],
         "step_000004.ckpt",
     ),
+    "rectifier": (  # the t/ε streams and the StepLR schedule (decays at 2, 4, …) across the kill
+        "fit",
+        ["stage=fit", "method.fit.steps=8", "method.fit.checkpoint_every=2", "method.fit.lr_decay.every=2"],
+        "step_000002.ckpt",
+    ),
+    "asyrp": (  # the resumable order of the inverted pairs; 6 epochs × 2 trajectories × 2 steps (one per timestep)
+        "fit",
+        ["stage=fit", "method.fit.epochs=6", "method.fit.checkpoint_every=1", "method.fit.lr_step_epochs=2"],
+        "step_000004.ckpt",
+    ),
 }
 
 

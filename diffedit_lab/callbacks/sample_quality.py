@@ -122,4 +122,3 @@ class SampleQualityMonitor(Callback):
             return {}
         key = f"{self.prefix}/{self.monitor}"
         return {f"{key}_best": self.best, f"{key}_best_step": float(self.best_step)}
-

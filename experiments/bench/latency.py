@@ -10,8 +10,9 @@ the pipelines are composed from their MEASURED parts, each the median of ``--rep
   at 512 px (the SDD paper's Fig. 6 SDEdit settings, α ∈ {0.3, 0.5, 0.7});
 * ``ddib``     — VAE encode + 50 conditional UNet steps (inversion, guidance 1: one batch-1 call) + 50 CFG steps +
   VAE decode (``method=ddib``'s defaults);
-* ``rectifier`` — 50 DDIM-inversion steps of the 256-px ddpm-celebahq U-Net + 50 rectified steps (hypernetwork +
-  modulated U-Net), when :mod:`experiments.bench.rectifier` provides the rectified forward.
+* ``rectifier`` — 50 DDIM-inversion + 50 sampling steps at 256 px, each through the rectified model (base pass of
+  the ddpm-celebahq U-Net for P_t + hypernetwork + modulated U-Net; ``method=rectifier``'s ``invert_with:
+  rectified``).
 
 FLOPs of the generator and of a UNet step come from ``torch.utils.flop_counter`` (multiply-adds × 2), so the record
 also says how efficiently each network uses the device (GFLOP/s) — the generator should be at least as efficient as
@@ -103,8 +104,7 @@ def measure(bench: Bench, device: torch.device) -> dict[str, Any]:
         "latency.pixel_unet_step": (pixel_unet, {"note": "ddpm-celebahq-256 UNet2DModel, batch 1"}),
     }
     rectified = _rectified_forward(uncond, x256, t, device)
-    if rectified is not None:
-        parts["latency.rectified_unet_step"] = (rectified, {"note": "hypernetwork + modulated 256-px U-Net"})
+    parts["latency.rectified_unet_step"] = (rectified, {"note": "base pass + hypernetwork + modulated U-Net"})
     with torch.no_grad():
         bench.measure("real", device, parts)
     ms = {name.removeprefix("latency."): bench.median(name, "real") for name in parts}
@@ -119,8 +119,7 @@ def measure(bench: Bench, device: torch.device) -> dict[str, Any]:
     for a in SDEDIT_ALPHAS:
         methods[f"sdedit_{round(a * 100)}"] = codec + round(a * SDEDIT_STEPS) * ms["sd_unet_cfg_step"]
     methods["ddib"] = codec + DDIB_STEPS * (ms["sd_unet_cond_step"] + ms["sd_unet_cfg_step"])
-    if "rectified_unet_step" in ms:
-        methods["rectifier"] = RECTIFIER_STEPS * (ms["pixel_unet_step"] + ms["rectified_unet_step"])
+    methods["rectifier"] = 2 * RECTIFIER_STEPS * ms["rectified_unet_step"]
     return {
         "device": device_name(device),
         "dtype": "fp16" if device.type == "cuda" else "fp32",
@@ -141,11 +140,9 @@ def measure(bench: Bench, device: torch.device) -> dict[str, Any]:
 
 
 def _rectified_forward(uncond, x, t, device):
-    """The rectifier's forward at real size, if its bench module offers one (``rectified_step(prior, x, t)``)."""
-    try:
-        from experiments.bench.rectifier import rectified_step
-    except ImportError:
-        return None
+    """The rectifier's full step at real size (:func:`experiments.bench.rectifier.rectified_step`)."""
+    from experiments.bench.rectifier import rectified_step
+
     return rectified_step(uncond, x, t, device)
 
 

@@ -39,6 +39,7 @@ from experiments.bench.harness import (
     write_results,
 )
 from experiments.bench.models import build_generator_and_mapper, build_sd, build_uncond
+from experiments.bench.rectifier import bench_rectifier
 from experiments.bench.sdft import bench_sdft
 from experiments.bench.suites import PROMPT, T_PROBE, bench_core, bench_edit, bench_train, bench_trainer
 
@@ -47,6 +48,9 @@ RATIOS = {  # name -> (numerator entry, denominator entry)
     "sdd_framework_over_bare_step": ("train.sdd_step.framework", "train.sdd_step.bare"),
     "sdd_trainer_over_bare_step": ("train.sdd_step.trainer", "train.sdd_step.bare"),
     "sdft_over_naive_step": ("train.sdft_step", "train.naive_step"),
+    "rectifier_grouped_over_plain": ("rectifier.forward.grouped", "rectifier.plain_forward"),
+    "rectifier_vmap_over_plain": ("rectifier.forward.vmap", "rectifier.plain_forward"),
+    "rectifier_step_over_plain": ("rectifier.step.grouped", "rectifier.plain_forward"),
 }
 
 
@@ -103,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["train_check"] = bench_train(bench, device, Path(tmp))
                 bench_trainer(bench, device, Path(tmp))
             results.setdefault("sdft", {})[size] = bench_sdft(bench, size, device)
+            results.setdefault("rectifier", {})[size] = bench_rectifier(bench, size, device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         if "real" in sizes or cpu_real:  # edit latency per image of every method at real size, ratios to SDD

@@ -2,7 +2,9 @@
 
 Learned-variance models (6 output channels) are split: ``predict_eps`` returns the ε half only, ``forward_raw``
 the whole output. Both take an optional ``params`` dict that substitutes U-Net parameters for one call
-(``torch.func.functional_call``) — the entry point of weight-modulating methods such as the Rectifier.
+(``torch.func.functional_call``) — the entry point of weight-modulating methods such as the Rectifier; with
+``batched=True`` every substituted tensor carries one version per sample (a leading batch axis) and the call is
+vmapped over the batch, so per-sample weights never need a copy of the U-Net.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ class UnconditionalPrior(DiffusionPrior):
         return next(self.unet.parameters()).dtype
 
     def forward_raw(
-        self, x_t: torch.Tensor, t: torch.Tensor | int, params: Mapping[str, torch.Tensor] | None = None
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        params: Mapping[str, torch.Tensor] | None = None,
+        batched: bool = False,
     ) -> torch.Tensor:
         """The U-Net output as is (6 channels for learned-variance models), float32.
 
@@ -71,33 +77,49 @@ class UnconditionalPrior(DiffusionPrior):
         module's own. Gradients flow to the given tensors (the frozen U-Net's own parameters get none). Floating
         tensors are cast to the U-Net's dtype. Unknown names or wrong shapes are a ``KeyError`` / ``ValueError``
         (``functional_call`` would ignore an unknown name silently).
+
+        ``batched=True``: each tensor of ``params`` is (B, *shape) and sample b runs with ``params[k][b]``
+        (``torch.func.vmap`` over the batch; the U-Net itself is shared, not copied).
         """
         t = self._timesteps(t, x_t.shape[0], x_t.device)
         dtype = self.dtype
         x = x_t.to(dtype)
         if params is None:
             return self.unet(x, t).sample.float()
-        return torch.func.functional_call(self.unet, self._check_params(params, dtype), (x, t)).sample.float()
+        if not batched:
+            return torch.func.functional_call(self.unet, self._check_params(params, dtype), (x, t)).sample.float()
+        checked = self._check_params(params, dtype, batch=x.shape[0])
+
+        def one(p: dict[str, torch.Tensor], xi: torch.Tensor, ti: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self.unet, p, (xi[None], ti[None])).sample[0]
+
+        return torch.func.vmap(one)(checked, x, t).float()
 
     def predict_eps(
         self,
         x_t: torch.Tensor,
         t: torch.Tensor | int,
         params: Mapping[str, torch.Tensor] | None = None,
+        batched: bool = False,
         **_: Any,
     ) -> torch.Tensor:
-        """ε̂(x_t, t): the ε channels of :meth:`forward_raw` (same ``params`` substitution); other keyword
-        arguments (a conditional prior's ``cond`` …) are ignored."""
-        out = self.forward_raw(x_t, t, params=params)
+        """ε̂(x_t, t): the ε channels of :meth:`forward_raw` (same ``params``/``batched`` substitution); other
+        keyword arguments (a conditional prior's ``cond`` …) are ignored."""
+        out = self.forward_raw(x_t, t, params=params, batched=batched)
         return out[:, : self.in_channels] if self.learned_variance else out
 
-    def _check_params(self, params: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def _check_params(
+        self, params: Mapping[str, torch.Tensor], dtype: torch.dtype, batch: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Names and shapes against the U-Net's own tensors (with a leading ``batch`` axis when given)."""
         own = dict(self.unet.named_parameters())
         own.update(self.unet.named_buffers())
         unknown = [k for k in params if k not in own]
         if unknown:
             raise KeyError(f"not U-Net parameters: {unknown[:3]}{'…' if len(unknown) > 3 else ''}")
-        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in params.items() if v.shape != own[k].shape]
+        lead = () if batch is None else (int(batch),)
+        expected = {k: torch.Size((*lead, *own[k].shape)) for k in params}
+        wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k])}" for k, v in params.items() if v.shape != expected[k]]
         if wrong:
             raise ValueError(f"substituted U-Net parameters have the wrong shape: {wrong[:3]}")
         return {k: v.to(dtype) if v.is_floating_point() else v for k, v in params.items()}

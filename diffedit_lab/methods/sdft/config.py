@@ -118,6 +118,31 @@ class ClassifierConfig(TrainStageConfig):
 
 
 @dataclass
+class EditConfig:
+    """``stage=edit``: Asyrp (``method=<method>``) trained and evaluated on the fine-tuned EMA, once per prompt
+    (a ``conf/prompt`` preset); ``overrides`` are that method's keys (e.g. ``method.eval.max_images=400``)."""
+
+    method: str = "asyrp"
+    prompts: list[str] = field(default_factory=lambda: ["smiling", "sad", "angry", "young", "old"])
+    overrides: list[str] = field(default_factory=list)
+    paper_dataset: Literal["metfaces", "aahq"] | None = None  # the Tab. 2 row printed beside ours
+
+    def check(self, key: str) -> None:
+        from diffedit_lab.utils.config import CONF_DIR
+
+        if not self.prompts:
+            raise ConfigError(f"{key}.prompts", self.prompts, "expected at least one prompt preset")
+        presets = sorted(p.stem for p in (CONF_DIR / "prompt").glob("*.yaml"))
+        wrong = [p for p in self.prompts if p not in presets]
+        if wrong:
+            raise ConfigError(
+                f"{key}.prompts", self.prompts, f"'{wrong[0]}' is not a prompt preset; choose from {presets}"
+            )
+        if not (CONF_DIR / "method" / f"{self.method}.yaml").is_file():
+            raise ConfigError(f"{key}.method", self.method, "expected a method config, e.g. asyrp or asyrp/tiny")
+
+
+@dataclass
 class EvalConfig:
     """The paper's protocols: generation (FID/KID of ``generation_images`` samples vs the target set, LPIPS of
     ``pair_images`` source/fine-tuned pairs from the same noise) and translation (``translation_images`` SDEdit
@@ -168,6 +193,7 @@ class SDFTConfig:
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     egsde: EGSDEConfig = field(default_factory=EGSDEConfig)
     train_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def check(self, key: str) -> None:

@@ -6,7 +6,8 @@ any diffusers ``UNet2DModel`` folder or hub id, or the tiny random prior of test
 frozen (a lazily built component: never in a checkpoint, half precision on GPU, loaded only when λ or λ' > 0).
 The loss is in :mod:`.losses`; an EMA of the student (:mod:`.ema`) is what sampling, translation and eval use.
 
-Stages: ``fit`` → ``sample`` → ``eval`` by default, ``translate`` (SDEdit) on request (:mod:`.inference`).
+Stages: ``fit`` → ``sample`` → ``eval`` by default; ``train_classifier`` + ``translate`` (SDEdit/EGSDE,
+:mod:`.inference`) and ``edit`` (Asyrp on the fine-tuned EMA, :mod:`.edit`) on request.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class SDFTModule(EditingMethod):
         Stage("sample", needs=("source",)),
         Stage("train_classifier", train=True, default=False, needs=("source",)),
         Stage("translate", default=False, needs=("source",)),
+        Stage("edit", default=False, needs=("source",)),
         Stage("eval", needs=("source",)),
     )
 
@@ -58,6 +60,7 @@ class SDFTModule(EditingMethod):
         self._table: PosteriorTable | None = None
         self._trained = False
         self.quality_monitor = None
+        self.editors: dict = {}  # prompt -> the AsyrpModule of stage edit
         self._noise = torch.Generator().manual_seed(int(self.cfg.seed))  # t and ε; checkpointed
 
     # --- networks ---------------------------------------------------------------------------------------------
@@ -165,6 +168,11 @@ class SDFTModule(EditingMethod):
 
     def stage_translate(self, ctx: StageContext) -> None:
         inference.run_translate(self, ctx)
+
+    def stage_edit(self, ctx: StageContext) -> None:
+        from diffedit_lab.methods.sdft.edit import run_edit
+
+        run_edit(self, ctx)
 
     def stage_eval(self, ctx: StageContext) -> None:
         if self.cfg.eval.folder.pred:

@@ -45,8 +45,17 @@ def test_config_errors_are_one_line(method_cfg):
         "method.translate.strength=0": "method.translate.strength=0.0",
         "method.eval.pair_metrics=[fid]": "method.eval.pair_metrics",
         "method.teacher_dtype=fp8": "method.teacher_dtype='fp8'",
+        "method.edit.prompts=[grumpy]": "'grumpy' is not a prompt preset",
+        "method.edit.method=asyrpp": "method.edit.method='asyrpp': expected a method config",
+        "method.fit.fid_monitor=lpips": "method.fit.fid_monitor='lpips'",
+        "method.fit.fid_metrics=[fid]": "",  # valid: monitor fid is among the metrics
+        "method.fit.fid_metrics=[kid]": "method.fit.fid_metrics=['kid']: expected a subset",
+        "method.eval.translation_methods=[ddib]": "method.eval.translation_methods",
     }
     for override, message in cases.items():
+        if not message:
+            SDFTModule.from_config(method_cfg(override))
+            continue
         with pytest.raises(UserError) as err:
             SDFTModule.from_config(method_cfg(override))
         assert message in str(err.value) and "\n" not in str(err.value), override

@@ -21,8 +21,8 @@ def _cfg(out, cache, *overrides: str):
 
 def test_every_stage_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "run"
-    stages = "stage=[fit,sample,train_classifier,translate,eval]"
-    result = run(_cfg(out, cache_dir, stages, "method.translate.method=egsde"))
+    stages = "stage=[fit,sample,train_classifier,translate,edit,eval]"
+    result = run(_cfg(out, cache_dir, stages, "method.translate.method=egsde", "method.edit.paper_dataset=metfaces"))
     metrics = json.loads((out / "metrics.json").read_text())
     ckpt = torch.load(out / "checkpoints" / "fit" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["diffedit_stage"] == "fit"
@@ -53,6 +53,14 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     # source and fine-tuned samples from the same noise differ (the model trained), but are not unrelated noise
     assert 0 < metrics["eval/pairs/psnr"] < 100
     assert result.objects["method"]._frozen["teacher"] is not None
+    # edit: Asyrp trained on the fine-tuned EMA U-Net itself (no reload), its metrics and the paper's Tab. 2 row
+    method = result.objects["method"]
+    asyrp = method.editors["smiling"]
+    assert asyrp.prior.unet is method.ema.module and asyrp.cfg.prompt.text == "smiling face"
+    assert (out / "edit" / "smiling" / "asyrp.pt").is_file()
+    assert metrics["edit/clip_dir"] == metrics["edit/smiling/clip_dir"] and "edit/identity" in metrics
+    table = (out / "edit" / "table.md").read_text()
+    assert "| smiling |" in table and "| paper: Ours (SDFT), metfaces | 0.0810 | 0.7650 |" in table
 
 
 def test_resume_is_bit_exact_with_ema(tmp_path, cache_dir):

@@ -1,0 +1,118 @@
+"""Asyrp's inference stages through Lightning's predict loop, on the test split of the image datamodule:
+
+* ``edit``: invert each image (``invert.steps``), generate with the trained shift (``edit.steps``, strength
+  ``edit.scale``) and, with ``edit.reconstruction``, without it; PNGs ``edit/{source,edited,reconstruction}/``,
+  ``edit/grid.png``, the edit latency per image and the metrics of ``eval.metrics`` on those images (``edit/…``);
+* ``eval``: the same edit of the first ``eval.max_images`` test images, metrics only (``eval/…``): directional
+  CLIP (``prompt.source_text → prompt.text``) and identity between source and edit, LPIPS/PSNR/… of the edit
+  against its source, FID/KID of the edits against the sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from diffedit_lab.callbacks.metrics import MetricsCallback
+from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.methods.asyrp import process
+from diffedit_lab.methods.asyrp.pairs import fit_images
+from diffedit_lab.methods.stage import StageContext
+from diffedit_lab.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def images_loader(module, ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
+    dm = ctx.datamodule
+    if dm is None or not hasattr(dm, "dataset"):
+        raise UserError("Asyrp edits images: choose an image dataset (data=celebahq, data=metfaces, data.root=…)")
+    ds = dm.dataset("test")
+    if len(ds) == 0:
+        raise UserError("Asyrp: the test split of the dataset is empty")
+    if limit is not None and limit < len(ds):
+        ds = Subset(ds, range(limit))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EditStep:
+    """One predict step: source → inversion → edit (→ reconstruction); images and/or metric inputs."""
+
+    def __init__(self, module, write: bool) -> None:
+        self.module, self.write = module, write
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, batch_idx: int) -> dict:
+        m, c = self.module, self.module.cfg
+        prior = m.prior
+        x0 = fit_images(batch["image"].float(), prior.image_size).to(m.device)
+        indices = [int(i) for i in batch["index"]]
+        _sync(m.device)
+        start = time.perf_counter()
+        x_T = process.invert(prior, x0, c.invert.steps, c.schedule.t_0)
+        edited = m.edit_latents(x_T, indices)
+        _sync(m.device)
+        latency = 1000 * (time.perf_counter() - start) / len(x0)
+        metrics = {"edit": (x0, edited), "paired": (edited, x0), "fake": edited, "real": x0,
+                   "scalars": {"latency_ms_per_image": torch.full((len(x0),), latency)}}  # fmt: skip
+        if not self.write:
+            return {"metrics": metrics}
+        images = {"source": x0, "edited": edited}
+        if c.edit.reconstruction:
+            images["reconstruction"] = m.reconstruct(x_T)
+        names = [Path(str(p)).stem for p in batch["path"]] if "path" in batch else [f"{i:05d}" for i in indices]
+        return {"names": names, "images": images, "metrics": metrics}
+
+
+def _suite(module, n: int):
+    from diffedit_lab.evaluation.suite import MetricSuite
+
+    e, p = module.cfg.eval, module.cfg.prompt
+    wanted = list(e.metrics)
+    if "identity" in wanted and module.identity is None:
+        wanted.remove("identity")
+    uses_clip = "clip_dir" in wanted or "clip_score" in wanted
+    return lambda: MetricSuite(
+        wanted,
+        fid_feature=e.fid_feature,
+        fid_weights_path=e.fid_weights_path,
+        lpips_backbone_path=e.lpips_backbone_path,
+        kid_subset_size=max(2, min(1000, n)),
+        clip=(lambda: module.clip) if uses_clip else None,
+        src_text=p.source_text,
+        tgt_text=p.text,
+        identity_encoder=(lambda: module.identity) if "identity" in wanted else None,
+    )
+
+
+def run_edit(module, ctx: StageContext) -> dict[str, float]:
+    e = module.cfg.edit
+    loader = images_loader(module, ctx, e.max_images, e.batch_size)
+    writer = ImageWriter(ctx.run_dir / "edit", grid_keys=("source", "edited"), grid_columns=e.grid_columns,
+                         grid_max=e.grid_max, log_key="edit/before_after")  # fmt: skip
+    scorer = MetricsCallback(_suite(module, len(loader.dataset)), prefix="edit")
+    module.run_predict(ctx, loader, EditStep(module, write=True), callbacks=[writer, scorer])
+    metrics = {**scorer.result, "edit/num_images": float(writer.count)}
+    ctx.write_metrics(metrics)
+    log.info("Asyrp edit: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics
+
+
+def run_eval(module, ctx: StageContext) -> dict[str, float]:
+    e = module.cfg.eval
+    loader = images_loader(module, ctx, e.max_images, e.batch_size)
+    scorer = MetricsCallback(_suite(module, len(loader.dataset)), prefix="eval")
+    module.run_predict(ctx, loader, EditStep(module, write=False), callbacks=[scorer])
+    metrics = {**scorer.result, "eval/num_images": float(len(loader.dataset))}
+    ctx.write_metrics(metrics)
+    log.info("Asyrp eval: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics

@@ -1,0 +1,275 @@
+"""Asyrp (Kwon et al., "Diffusion Models Already Have a Semantic Latent Space", ICLR 2023) as a LightningModule.
+
+A frozen unconditional prior (``method.prior``: any diffusers ``UNet2DModel`` — DDPM CelebA-HQ, the converted ADM
+FFHQ, SDFT's exported EMA ``<run>/ema_unet`` …) is edited by shifting its bottleneck features h (:mod:`.hspace`)
+during the editing interval of the reverse process, asymmetrically (:mod:`.process`). Only the small Δh network is
+trained and checkpointed; the prior, CLIP and ArcFace are lazily built components.
+
+Stages: ``fit`` (trajectories over the inverted training images, one SGD step per timestep, as the released code;
+manual optimisation, so the Trainer's step counter counts those optimiser steps) → ``edit`` → ``eval``.
+
+Reuse from another method (e.g. SDFT editing with its fine-tuned EMA)::
+
+    asyrp = AsyrpModule.with_prior(method_node, prior)          # the given prior object is used as is
+    sub = dataclasses.replace(ctx, run_dir=ctx.run_dir / "asyrp", metrics={})
+    for stage in asyrp.STAGES:                                   # checkpoints/, edit/, asyrp.pt inside sub.run_dir
+        asyrp.run_stage(stage, sub)
+
+or a nested run: ``method=asyrp prior.source=<sdft run>/ema_unet`` (any prior config with a ``source``).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from diffedit_lab.methods.asyrp import inference, pairs, process
+from diffedit_lab.methods.asyrp.config import AsyrpConfig
+from diffedit_lab.methods.asyrp.hspace import DeltaBlock, HSpaceShift, build_delta
+from diffedit_lab.methods.asyrp.losses import asyrp_loss, text_cosine
+from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.io import atomic_torch_save
+from diffedit_lab.utils.schema import validate
+
+log = logging.getLogger(__name__)
+
+EXPORT = "asyrp.pt"  # the trained Δh network (state dict + what it was trained with)
+
+
+class AsyrpModule(EditingMethod):
+    Config = AsyrpConfig
+    STAGES = (
+        Stage("fit", train=True, needs=("prior", "clip")),
+        Stage("edit", needs=("prior",)),
+        Stage("eval", needs=("prior", "clip")),
+    )
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: AsyrpConfig) -> tuple[str, ...]:
+        if stage.name == "eval" and cfg.eval.folder.pred:
+            return ("clip",)  # scoring folders builds no diffusion model
+        if stage.name == "edit" and {"clip_dir", "clip_score"} & set(cfg.eval.metrics):
+            return ("prior", "clip")  # edit also reports the metrics of what it wrote
+        return stage.needs
+
+    @classmethod
+    def with_prior(cls, node: DictConfig | dict | AsyrpConfig, prior) -> AsyrpModule:
+        """An Asyrp module that edits with the given prior object (never loaded from ``node.prior``)."""
+        if not isinstance(node, AsyrpConfig):
+            node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+            if not (node.get("prior") or {}).get("_target_"):  # a description only: the object below is used
+                node["prior"] = {"_target_": f"{type(prior).__module__}.{type(prior).__qualname__}"}
+            node = validate(AsyrpConfig, node, "method")
+        module = cls(node)
+        module._frozen["prior"] = prior
+        return module
+
+    def __init__(self, cfg: AsyrpConfig) -> None:
+        super().__init__(cfg)
+        self.automatic_optimization = False  # one optimiser step per timestep of a trajectory, as Asyrp
+        self.delta: DeltaBlock | None = None
+        self._trained = False
+        self._train_pairs: list[tuple[int, int]] = []
+        self._recon_weight: float | None = None
+        self._batches_per_epoch = 1
+        self._preview: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- components -------------------------------------------------------------------------------------------
+    @property
+    def prior(self):
+        prior = self.component("prior", self.cfg.prior)
+        if not (hasattr(prior, "unet") and hasattr(prior, "predict_eps") and hasattr(prior, "image_size")):
+            raise UserError(f"method.prior must build a pixel-space UnconditionalPrior, got {type(prior).__name__}")
+        if self.cfg.schedule.t_0 >= prior.num_train_timesteps:
+            raise UserError(
+                f"method.schedule.t_0={self.cfg.schedule.t_0}: expected < {prior.num_train_timesteps} (the prior's T)"
+            )
+        return prior
+
+    @property
+    def clip(self):
+        return self.component("clip", self.cfg.clip)
+
+    @property
+    def identity(self):
+        return self.optional_identity(self.cfg.identity)
+
+    def build_networks(self) -> None:
+        """The Δh network, sized by the prior's bottleneck and seeded (``hspace.init_seed``). Idempotent."""
+        if self.delta is not None:
+            return
+        from diffedit_lab.testing._seed import seeded
+
+        with seeded(self.cfg.hspace.init_seed):
+            self.delta = build_delta(self.prior.unet, zero_init=self.cfg.hspace.zero_init).to(self.device)
+
+    @property
+    def shift(self) -> HSpaceShift:
+        self.build_networks()
+        return HSpaceShift(self.prior.unet, self.delta)
+
+    # --- the edit ---------------------------------------------------------------------------------------------
+    def edit_latents(self, x_T: torch.Tensor, indices, scale: float | None = None, steps: int | None = None):
+        """Generate from inverted latents with the trained shift; image ``i``'s boosting noise is seeded by
+        ``edit.seed + i``, so an image's edit does not depend on the batching."""
+        s, e = self.cfg.schedule, self.cfg.edit
+        gens = [torch.Generator().manual_seed(e.seed + int(i)) for i in indices]
+
+        def noise(x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x.device, x.dtype)
+
+        out = process.generate(self.prior, x_T, steps or e.steps, s.t_0, self.shift, s.t_edit,
+                               e.scale if scale is None else scale, s.t_boost, s.boost_eta, noise)  # fmt: skip
+        return out.clamp(-1, 1)
+
+    def reconstruct(self, x_T: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """The unedited deterministic DDIM result from the same latents."""
+        return process.generate(self.prior, x_T, steps or self.cfg.edit.steps, self.cfg.schedule.t_0).clamp(-1, 1)
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+        if not (stage.name == "eval" and self.cfg.eval.folder.pred):
+            self.to(ctx.device)
+            self.build_networks()
+        super().run_stage(stage, ctx)
+
+    def stage_fit(self, ctx: StageContext) -> None:
+        c = self.cfg
+        for key, ok in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
+            if ctx.trainer_cfg.get(key, ok) not in (ok,):
+                raise UserError(f"trainer.{key}={ctx.trainer_cfg.get(key)}: Asyrp steps its optimiser itself; "
+                                f"leave it at {ok}")  # fmt: skip
+        cache = Path(c.invert.cache_dir).expanduser() if c.invert.cache_dir else ctx.run_dir / "inversions"
+        x0, x_T = pairs.inversion_pairs(self, ctx.datamodule, cache)
+        self._preview = (x0[: c.fit.preview_images], x_T[: c.fit.preview_images])
+        loader = pairs.pairs_loader(x0, x_T, c.fit.batch_size, c.seed)
+        self._train_pairs = process.training_pairs(c.fit.train_steps, c.schedule.t_0, c.schedule.t_edit)
+        k = len(self._train_pairs)
+        self._batches_per_epoch = len(x0) // c.fit.batch_size
+        steps = c.fit.epochs * self._batches_per_epoch * k
+        settings = SimpleNamespace(
+            steps=steps, checkpoint_every=c.fit.checkpoint_every * k, preview_every=c.fit.preview_every * k
+        )
+        log.info("Asyrp fit: %d images × %d epochs, %d optimiser steps per trajectory (t ∈ [%d, %d])",
+                 len(x0), c.fit.epochs, k, c.schedule.t_edit, c.schedule.t_0)  # fmt: skip
+        trainer = ctx.fit_trainer(self.stage, settings)
+        trainer.fit_loop.max_epochs = c.fit.epochs  # exact under DDP too (each rank sees its shard)
+        with warnings.catch_warnings():  # checkpoints hold the state after each step, which is what resume needs
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            trainer.fit(self, train_dataloaders=loader, ckpt_path=ctx.resume_path(self.stage))
+        self._trained = True
+        if ctx.global_rank == 0:
+            self.export(ctx.run_dir)
+        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+    def stage_edit(self, ctx: StageContext) -> None:
+        self.ensure_trained(ctx)
+        inference.run_edit(self, ctx)
+
+    def stage_eval(self, ctx: StageContext) -> None:
+        p = self.cfg.prompt
+        if self.cfg.eval.folder.pred:
+            self.evaluate_folder(ctx, self.cfg.eval.folder, clip=lambda: self.clip, identity=lambda: self.identity,
+                                 src_text=p.source_text, tgt_text=p.text)  # fmt: skip
+            return
+        self.ensure_trained(ctx)
+        inference.run_eval(self, ctx)
+
+    # --- trained weights --------------------------------------------------------------------------------------
+    def export(self, run_dir: Path) -> Path:
+        """``<run>/asyrp.pt``: the Δh network's state dict (``delta.*``) and the settings it was trained with."""
+        c = self.cfg
+        meta = {
+            "prompt": c.prompt.text,
+            "source_text": c.prompt.source_text,
+            "t_edit": c.schedule.t_edit,
+            "t_0": c.schedule.t_0,
+            "train_steps": c.fit.train_steps,
+            "prior": str(c.prior.get("source", "")),
+        }
+        state = {f"delta.{k}": v.detach().cpu() for k, v in self.delta.state_dict().items()}
+        return atomic_torch_save({"state_dict": state, "meta": meta}, Path(run_dir) / EXPORT)
+
+    def ensure_trained(self, ctx: StageContext) -> None:
+        """Inference without ``fit`` in this run: ``method.weights``, ``ckpt_path``, or ``<run>/asyrp.pt``."""
+        if self._trained:
+            return
+        path = self.trained_weights_path(ctx, EXPORT, "fit", "Asyrp h-space module")
+        self.load_weights(path)
+        log.info("loaded the Asyrp h-space module from %s", path)
+
+    def load_weights(self, path: str | Path) -> None:
+        self.build_networks()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        delta = {k.removeprefix("delta."): v for k, v in state.items() if k.startswith("delta.")}
+        own = self.delta.state_dict()
+        if delta.keys() != own.keys() or any(v.shape != own[k].shape for k, v in delta.items()):
+            raise UserError(f"{path} is not an Asyrp module for this prior's bottleneck (method.prior)")
+        self.delta.load_state_dict(delta)
+        self._trained = True
+
+    # --- training ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return instantiate(self.cfg.optim)(params=self.delta.parameters())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.build_networks()
+
+    def _lr(self) -> float:
+        """StepLR by epoch, from the global step alone (so a resumed run sets exactly the lr it would have)."""
+        f = self.cfg.fit
+        epoch = self.global_step // max(1, len(self._train_pairs)) // max(1, self._batches_per_epoch)
+        return float(self.cfg.optim["lr"]) * f.lr_gamma ** (epoch // f.lr_step_epochs)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        c, prior, shift = self.cfg, self.prior, self.shift
+        opt = self.optimizers()
+        for group in opt.param_groups:
+            group["lr"] = self._lr()
+        if self._recon_weight is None:
+            cos = text_cosine(self.clip, c.prompt.source_text, c.prompt.text) if c.loss.text_cosine_weight else 1.0
+            self._recon_weight = c.loss.recon * cos
+        identity = self.identity if c.loss.identity > 0 else None
+        x0 = batch["x0"].float()
+        x_edit = x_orig = batch["x_T"].float()
+        sums = {"loss": 0.0, "clip": 0.0, "recon": 0.0, "identity": 0.0}
+        for t, t_next in self._train_pairs:
+            a_t, a_next = process.alpha_bar(prior, t, x0), process.alpha_bar(prior, t_next, x0)
+            with torch.no_grad():  # ε on the unedited trajectory and the original ε on the edited one
+                eps_orig, eps_dir = prior.predict_eps(torch.cat([x_orig, x_edit]), t).chunk(2)
+            p_edit = process.predict_x0(x_edit, process.eps_shifted(prior, shift, x_edit, t), a_t)
+            p_orig = process.predict_x0(x_orig, eps_orig, a_t)
+            terms = asyrp_loss(p_edit, p_orig, x0, c.loss, self.clip if c.loss.clip > 0 else None,
+                               c.prompt.source_text, c.prompt.text, self._recon_weight, identity)  # fmt: skip
+            if not torch.isfinite(terms.total):
+                raise UserError(
+                    f"non-finite Asyrp loss at step {self.global_step} (t={t}); training stopped, the last good "
+                    "checkpoint is kept in checkpoints/fit/ (try a lower method.optim.lr)"
+                )
+            opt.zero_grad()
+            self.manual_backward(terms.total)
+            opt.step()
+            x_edit = process.ddim_next(p_edit.detach(), eps_dir, a_t, a_next)  # P_t edited, D_t original
+            x_orig = process.ddim_next(p_orig, eps_orig, a_t, a_next)
+            for name in sums:
+                sums[name] += float(getattr(terms, "total" if name == "loss" else name).detach())
+        k = len(self._train_pairs)
+        logs = {f"train/{n}": v / k for n, v in sums.items() if n != "identity" or identity is not None}
+        self.log_dict({**logs, "train/lr": self._lr()}, prog_bar=True, batch_size=x0.shape[0])
+
+    @torch.no_grad()
+    def preview_images(self) -> dict[str, torch.Tensor]:
+        """Sources (first row) and their current edits (second row) of the first training images."""
+        x0, x_T = self._preview
+        edited = self.edit_latents(x_T.to(self.device), range(len(x_T)))
+        return {"before_after": torch.cat([x0.to(self.device), edited])}

@@ -1,0 +1,185 @@
+"""The Rectifier's typed config (``conf/method/rectifier.yaml`` + ``conf/method/rectifier/*.yaml``), checked at
+start-up: every option has a type, a range or a list of choices, and a wrong one is one line naming the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from diffedit_lab.evaluation.suite import EDIT, PAIRED
+from diffedit_lab.methods.config import (
+    Component,
+    FolderEvalConfig,
+    PromptConfig,
+    TrainStageConfig,
+    check_metrics,
+    check_optimizer,
+)
+from diffedit_lab.models.rectifier.apply import STRATEGIES
+from diffedit_lab.utils.schema import ConfigError, bounds, target
+
+EPS_MSE = "eps_mse"  # the noise-prediction error on test images (our reading of the paper's ‖Δe‖²)
+
+
+def _adam(weight_decay: float) -> dict[str, Any]:
+    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "weight_decay": weight_decay}
+
+
+@dataclass
+class EncoderConfig:
+    """torchvision ResNet trunk on concat(x₀, P_t): the defaults are ResNet-34 (blocks 3-4-6-3, widths 64…512)."""
+
+    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3], metadata=bounds(ge=1))
+    widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512], metadata=bounds(ge=1))
+    norm: Literal["batch", "group"] = "batch"
+    pretrained: str | None = None  # a local torchvision resnet34 ImageNet state dict; null = random init
+
+    def check(self, key: str) -> None:
+        for name in ("layers", "widths"):
+            if len(getattr(self, name)) != 4:
+                raise ConfigError(f"{key}.{name}", getattr(self, name), "expected 4 entries (one per ResNet stage)")
+        if self.pretrained:
+            if not Path(self.pretrained).expanduser().is_file():
+                raise ConfigError(f"{key}.pretrained", self.pretrained, "no such file")
+            if (self.layers, self.widths, self.norm) != ([3, 4, 6, 3], [64, 128, 256, 512], "batch"):
+                raise ConfigError(f"{key}.pretrained", self.pretrained, "ImageNet weights need the ResNet-34 shape")
+
+
+@dataclass
+class NetConfig:
+    layers: list[str] = field(default_factory=lambda: ["mid_block.*", "up_blocks.*"])  # U-Net conv name globs
+    subnet_channels: int = field(default=256, metadata=bounds(ge=1))
+    time_dim: int = field(default=128, metadata=bounds(ge=2))
+    clip_estimate: bool = True  # clamp P_t to [-1, 1] before the encoder
+    init_seed: int = field(default=0, metadata=bounds(ge=0))  # the random init of a new rectifier
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def check(self, key: str) -> None:
+        if not self.layers:
+            raise ConfigError(f"{key}.layers", self.layers, "expected at least one module-name pattern")
+        if self.time_dim % 2:
+            raise ConfigError(f"{key}.time_dim", self.time_dim, "expected an even number")
+
+
+@dataclass
+class LRDecayConfig:
+    """StepLR: the learning rate is multiplied by ``gamma`` every ``every`` optimiser steps."""
+
+    every: int = field(default=5000, metadata=bounds(ge=1))
+    gamma: float = field(default=0.9, metadata=bounds(gt=0, le=1))
+
+
+@dataclass
+class FitConfig(TrainStageConfig):
+    """Stage 1 (reconstruction): ‖ε − ε_θ̂(x_t, t)‖², t ~ U{0..T−1}; Adam 1e-3, wd 1e-5, ×0.9 every 5000 steps."""
+
+    steps: int = field(default=30000, metadata=bounds(ge=1))
+    optim: dict[str, Any] = field(default_factory=lambda: _adam(1e-5))
+    lr_decay: LRDecayConfig = field(default_factory=LRDecayConfig)
+    preview_t: int = field(default=500, metadata=bounds(ge=0))  # P_t grids (base vs rectified) at this t
+    preview_images: int = field(default=4, metadata=bounds(ge=1))
+
+    def check(self, key: str) -> None:
+        check_optimizer(f"{key}.optim", self.optim)
+
+
+@dataclass
+class SamplingConfig:
+    """DDIM inversion of test images (``invert_with`` the rectified or the plain model) then DDIM sampling with
+    the modulated model, ``steps`` each way (η = 0, no x₀ clipping: the round trip is exact up to the model)."""
+
+    steps: int = field(default=50, metadata=bounds(ge=1, le=1000))
+    invert_with: Literal["rectified", "base"] = "rectified"
+    batch_size: int = field(default=8, metadata=bounds(ge=1))
+    max_images: int | None = field(default=100, metadata=bounds(ge=1))  # first N test images (null = all)
+    grid_columns: int = field(default=8, metadata=bounds(ge=1))
+    grid_max: int = field(default=32, metadata=bounds(ge=0))
+
+
+@dataclass
+class ReconstructConfig(SamplingConfig):
+    metrics: list[str] = field(default_factory=lambda: ["l1", "l2", "lpips", "ssim", "psnr", EPS_MSE])
+    base: bool = True  # the plain base model on the same images, same steps: the other row of the table
+    seed: int = field(default=0, metadata=bounds(ge=0))  # the ε of the eps_mse probe
+
+    def check(self, key: str) -> None:
+        wrong = [m for m in self.metrics if m not in (*PAIRED, EPS_MSE)]
+        if wrong:
+            raise ConfigError(f"{key}.metrics", self.metrics, f"'{wrong[0]}' is not one of {[*PAIRED, EPS_MSE]}")
+
+
+@dataclass
+class EditSampleConfig(SamplingConfig):
+    metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "fid", "lpips"])
+
+    def check(self, key: str) -> None:
+        check_metrics(f"{key}.metrics", self.metrics)
+
+
+@dataclass
+class EditConfig(TrainStageConfig):
+    """Stage 2 (Algorithm 1): x_t from the ORIGINAL trajectory of each training image, modulate with the editor,
+    λ_clip·directional CLIP(P̃_t vs x₀) + λ_l1·‖P̃_t − x₀‖₁; Adam 1e-3, no weight decay, ×0.9 every 10 steps."""
+
+    steps: int = field(default=200, metadata=bounds(ge=1))
+    checkpoint_every: int = field(default=50, metadata=bounds(ge=1))
+    train_images: int | None = field(default=100, metadata=bounds(ge=1))  # first N of the train split (null = all)
+    init: Literal["rectifier", "scratch"] = "rectifier"  # scratch: Δ = 0 editor (the strategy-alone ablation)
+    lambda_clip: float = field(default=1.0, metadata=bounds(ge=0))
+    lambda_l1: float = field(default=1.0, metadata=bounds(ge=0))
+    timesteps: Literal["all", "schedule"] = "all"  # all: t ~ U{0..T−1}; schedule: the sample.steps DDIM grid
+    optim: dict[str, Any] = field(default_factory=lambda: _adam(0.0))
+    lr_decay: LRDecayConfig = field(default_factory=lambda: LRDecayConfig(every=10, gamma=0.9))
+    preview_t: int = field(default=500, metadata=bounds(ge=0))
+    preview_images: int = field(default=4, metadata=bounds(ge=1))
+    sample: EditSampleConfig = field(default_factory=EditSampleConfig)
+
+    def check(self, key: str) -> None:
+        check_optimizer(f"{key}.optim", self.optim)
+        if self.lambda_clip == 0 and self.lambda_l1 == 0:
+            raise ConfigError(f"{key}.lambda_clip", self.lambda_clip, "lambda_clip and lambda_l1 cannot both be 0")
+
+
+@dataclass
+class EvalConfig:
+    """``stage=eval``: ``folder.pred`` vs ``folder.ref`` (default: this run's ``edit/edited`` vs ``edit/source``);
+    the metric settings below also serve ``reconstruct`` and ``edit``."""
+
+    fid_feature: str | int = "inception"
+    fid_weights_path: str | None = None
+    lpips_backbone_path: str | None = None
+    kid_subset_size: int = field(default=1000, metadata=bounds(ge=2))
+    folder: FolderEvalConfig = field(
+        default_factory=lambda: FolderEvalConfig(metrics=["clip_dir", "identity", "fid", "lpips"])
+    )
+
+
+@dataclass
+class RectifierConfig:
+    target: str = target()
+    name: str = "rectifier"
+    weights: str | None = None  # a trained rectifier (<run>/rectifier.pt or checkpoints/fit/*.ckpt)
+    editor_weights: str | None = None  # a trained editor for stage apply (<run>/editor.pt or checkpoints/edit/*.ckpt)
+    base: Component = field(default_factory=dict)  # the frozen pretrained prior (prior=ddpm_celebahq …)
+    base_dtype: str = "fp32"  # gradients pass through the frozen U-Net: fp32 (default), bf16 or fp16 on GPU
+    clip: Component | None = None
+    identity: Component | None = None
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    apply: Literal["grouped", "vmap"] = "grouped"  # how per-sample kernels run on the shared U-Net
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    net: NetConfig = field(default_factory=NetConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self, key: str) -> None:
+        if not self.base.get("_target_"):
+            raise ConfigError(f"{key}.base", self.base, "expected a pixel prior config (e.g. prior=ddpm_celebahq)")
+        if self.base_dtype not in ("auto", "fp32", "float32", "fp16", "float16", "bf16", "bfloat16"):
+            raise ConfigError(f"{key}.base_dtype", self.base_dtype, "expected auto, fp32, fp16 or bf16")
+        assert self.apply in STRATEGIES
+        needs_clip = any(m in EDIT[:2] for m in (*self.edit.sample.metrics, *self.eval.folder.metrics))
+        if (needs_clip or self.edit.lambda_clip > 0) and not (self.clip or {}).get("_target_"):
+            raise ConfigError(f"{key}.clip", self.clip, "the edit stage and clip metrics need a CLIP config (clip=…)")

@@ -1,0 +1,274 @@
+"""Rectifier (Hou et al., "High-Fidelity Diffusion-based Image Editing", paper 003) as a LightningModule.
+
+A frozen pixel U-Net (``method.base``: google/ddpm-ema-celebahq-256, ddpm-ema-church-256, the converted ADM FFHQ,
+or the tiny random prior of tests) is modulated per sample by a hypernetwork (:mod:`diffedit_lab.models.rectifier`).
+Two networks are trained, in two training stages with their own Trainers and ``checkpoints/<stage>/``:
+
+* ``rectifier`` (stage ``fit``): reconstruction, the noise-fitting loss → ``rectifier.pt``;
+* ``editor`` (stage ``edit``): Algorithm 1 for the prompt → ``editor.pt``. The editor is a COPY of the trained
+  rectifier fine-tuned for the attribute (the paper "reuses the rectifier" and builds editing "upon the model
+  pretrained by the rectifier part"); the rectifier itself stays untouched, so reconstructions, and the
+  inversion of the images to edit, keep using it, and one rectifier serves every prompt.
+
+Stages: ``fit`` → ``reconstruct`` → ``edit`` → ``eval`` by default; ``apply`` (edit the test images with a trained
+editor, no training) on request. Inference is in :mod:`.inference`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from diffedit_lab.diffusion.priors import UnconditionalPrior
+from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.rectifier import inference
+from diffedit_lab.methods.rectifier.config import RectifierConfig
+from diffedit_lab.methods.rectifier.data import EditTrainData
+from diffedit_lab.methods.rectifier.losses import draw_timesteps, edit_loss, fit_loss
+from diffedit_lab.methods.rectifier.rectified import RectifiedPrior, rectified_eps
+from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.models.rectifier import RectifierNet, select_layers
+from diffedit_lab.testing._seed import seeded
+from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.instantiate import instantiate
+
+log = logging.getLogger(__name__)
+
+EXPORT = "rectifier.pt"
+EDITOR = "editor.pt"
+
+
+class RectifierModule(EditingMethod):
+    Config = RectifierConfig
+    STAGES = (
+        Stage("fit", train=True, needs=("base",)),
+        Stage("reconstruct", needs=("base",)),
+        Stage("edit", train=True, needs=("base", "clip")),
+        Stage("apply", default=False, needs=("base", "clip")),
+        Stage("eval", needs=("clip",)),
+    )
+
+    def __init__(self, cfg: RectifierConfig):
+        super().__init__(cfg)
+        self.rectifier: RectifierNet | None = None
+        self.editor: RectifierNet | None = None
+        self._trained = {"rectifier": False, "editor": False}
+        self._preview: torch.Tensor | None = None
+
+    # --- networks ---------------------------------------------------------------------------------------------
+    @property
+    def base(self) -> UnconditionalPrior:
+        node = OmegaConf.create(dict(self.cfg.base))
+        node["dtype"] = self.cfg.base_dtype
+        prior = self.component("base", node)
+        if not isinstance(prior, UnconditionalPrior):
+            raise UserError(f"method.base must build a pixel UnconditionalPrior (a UNet2DModel), got {type(prior)}")
+        return prior
+
+    @property
+    def clip(self):
+        return self.component("clip", self.cfg.clip)
+
+    def new_net(self) -> RectifierNet:
+        """A freshly initialised rectifier for the base U-Net (Δ = 0), seeded by ``net.init_seed``."""
+        n, base = self.cfg.net, self.base
+        with seeded(n.init_seed):
+            net = RectifierNet(
+                select_layers(base.unet, n.layers),
+                base.image_size,
+                base.in_channels,
+                n.encoder.layers,
+                n.encoder.widths,
+                n.encoder.norm,
+                n.subnet_channels,
+                n.time_dim,
+                n.encoder.pretrained,
+            )
+        return net.to(self.device)
+
+    def build_rectifier(self) -> None:
+        if self.rectifier is None:
+            self.rectifier = self.new_net()
+
+    def build_editor(self) -> None:
+        """The editor starts as a copy of the (trained) rectifier, or Δ = 0 with ``edit.init=scratch``."""
+        if self.editor is None:
+            self.build_rectifier()
+            self.editor = copy.deepcopy(self.rectifier) if self.cfg.edit.init == "rectifier" else self.new_net()
+
+    def rectified(self, net: RectifierNet, x0: torch.Tensor) -> RectifiedPrior:
+        return RectifiedPrior(self.base, net, x0, self.cfg.apply, self.cfg.net.clip_estimate)
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+        if stage.name != "eval":
+            self.build_rectifier()
+        self._preview = None  # each training stage previews its own first batch
+        super().run_stage(stage, ctx)
+
+    def stage_fit(self, ctx: StageContext) -> None:
+        self._train_only(self.rectifier)
+        self.run_training(ctx, self.cfg.fit)
+        self._trained["rectifier"] = True
+        if ctx.global_rank == 0:
+            self.export(ctx.run_dir / EXPORT, "rectifier")
+        ctx.write_metrics({k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("fit/")})
+
+    def stage_reconstruct(self, ctx: StageContext) -> None:
+        self.ensure_trained(ctx, "rectifier")
+        inference.run_reconstruct(self, ctx)
+
+    def stage_edit(self, ctx: StageContext) -> None:
+        self.ensure_trained(ctx, "rectifier")
+        self.build_editor()
+        self._train_only(self.editor)
+        trainer = ctx.fit_trainer(self.stage, self.cfg.edit)
+        trainer.fit(self, datamodule=EditTrainData(ctx.datamodule, self.cfg.edit.train_images),
+                    ckpt_path=ctx.resume_path(self.stage))  # fmt: skip
+        self._trained["editor"] = True
+        if ctx.global_rank == 0:
+            self.export(ctx.run_dir / EDITOR, "editor")
+        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("edit/")})
+        inference.run_edit(self, ctx)
+
+    def stage_apply(self, ctx: StageContext) -> None:
+        self.ensure_trained(ctx, "rectifier")
+        self.ensure_trained(ctx, "editor")
+        inference.run_edit(self, ctx)
+
+    def stage_eval(self, ctx: StageContext) -> None:
+        inference.run_eval(self, ctx)
+
+    def _train_only(self, net: RectifierNet) -> None:
+        """Only ``net`` (the rectifier in fit, the editor in edit) receives gradients."""
+        for other in (self.rectifier, self.editor):
+            if other is not None:
+                other.requires_grad_(other is net)
+
+    def on_train_start(self) -> None:
+        # Lightning keeps the modes modules had (an inference stage leaves them in eval): the trained network
+        # trains (batch statistics), the frozen one stays in eval
+        trained = self.editor if self._settings() is self.cfg.edit else self.rectifier
+        for net in (self.rectifier, self.editor):
+            if net is not None:
+                net.train(net is trained)
+
+    # --- trained weights --------------------------------------------------------------------------------------
+    def export(self, path: Path, which: str) -> None:
+        net = getattr(self, which)
+        state = {f"{which}.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
+        torch.save({"state_dict": state, "layers": [s.name for s in net.layers]}, path)
+
+    def ensure_trained(self, ctx: StageContext, which: str) -> None:
+        """Inference (or editing) without the training stage in this run: load its weights (``method.weights`` /
+        ``method.editor_weights``, ``ckpt_path``, then ``<run>/rectifier.pt`` / ``editor.pt``)."""
+        if self._trained[which]:
+            return
+        if which == "rectifier":
+            path = self.trained_weights_path(ctx, EXPORT, "fit", "rectifier")
+        else:
+            path = self._editor_path(ctx)
+        self.load_net(path, which)
+        log.info("loaded the trained %s from %s", which, path)
+
+    def _editor_path(self, ctx: StageContext) -> Path:
+        candidates = [self.cfg.editor_weights, ctx.run_dir / EDITOR, ctx.checkpoint_dir("edit") / "last.ckpt"]
+        for c in candidates:
+            if c and Path(str(c)).expanduser().is_file():
+                return Path(str(c)).expanduser()
+        raise UserError(
+            "no trained editor: run stage edit first, or pass method.editor_weights=<run>/editor.pt"
+            + (f" ({self.cfg.editor_weights} not found)" if self.cfg.editor_weights else "")
+        )
+
+    def load_net(self, path: str | Path, which: str) -> None:
+        """Load the ``<which>.*`` entries of an export or a Lightning checkpoint into that network."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else {}
+        prefix = f"{which}."
+        mine = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if not mine:
+            raise UserError(f"{path} holds no trained {which} (no '{prefix}*' weights)")
+        self.build_rectifier()
+        if which == "editor":
+            self.build_editor()
+        try:
+            getattr(self, which).load_state_dict(mine, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+            raise UserError(
+                f"{path} does not match this {which} (method.net / method.base): {first[0].strip()}"
+            ) from exc
+        self._trained[which] = True
+
+    # --- training ---------------------------------------------------------------------------------------------
+    def _settings(self):
+        return self.cfg.edit if self.stage is not None and self.stage.name == "edit" else self.cfg.fit
+
+    def configure_optimizers(self):
+        s = self._settings()
+        net = self.editor if s is self.cfg.edit else self.rectifier
+        opt = instantiate(s.optim)(params=net.parameters())
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.lr_decay.every, gamma=s.lr_decay.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def _check_size(self, x0: torch.Tensor) -> None:
+        size = self.base.image_size
+        if tuple(x0.shape[-2:]) != (size, size):
+            raise UserError(
+                f"images are {tuple(x0.shape[-2:])} but the base U-Net takes {size}x{size}: set data.resolution={size}"
+            )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0 = batch["image"].float()
+        self._check_size(x0)
+        if self._preview is None:
+            self._preview = x0[: self._settings().preview_images].detach().clone()
+        base, n = self.base, x0.shape[0]
+        if self._settings() is self.cfg.fit:
+            t = draw_timesteps(n, base.num_train_timesteps, self.rng("fit_t")).to(x0.device)
+            eps = torch.randn(x0.shape, generator=self.rng("fit_noise")).to(x0.device)
+            terms = fit_loss(base, self.rectifier, x0, t, eps, self.cfg.apply, self.cfg.net.clip_estimate)
+            logs = {"fit/loss": terms.loss.detach(), "fit/base_mse": terms.base_mse}
+        else:
+            e, p = self.cfg.edit, self.cfg.prompt
+            grid = inference.ddim_timesteps(base, e.sample.steps) if e.timesteps == "schedule" else None
+            t = draw_timesteps(n, base.num_train_timesteps, self.rng("edit_t"), grid).to(x0.device)
+            eps = torch.randn(x0.shape, generator=self.rng("edit_noise")).to(x0.device)
+            clip = self.clip if e.lambda_clip > 0 else None
+            terms = edit_loss(base, self.editor, clip, x0, t, eps, p.source_text or p.text, p.text, e.lambda_clip,
+                              e.lambda_l1, self.cfg.apply, self.cfg.net.clip_estimate)  # fmt: skip
+            logs = {"edit/loss": terms.loss.detach(), "edit/clip": terms.clip, "edit/l1": terms.l1}
+        if not torch.isfinite(terms.loss):
+            raise UserError(
+                f"non-finite loss at step {self.global_step} of stage {self.stage.name}; the last good checkpoint is "
+                f"kept in checkpoints/{self.stage.name}/ (try a lower lr)"
+            )
+        self.log_dict(logs, prog_bar=True, batch_size=n)
+        return terms.loss
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.build_rectifier()
+        if any(k.startswith("editor.") for k in checkpoint.get("state_dict", {})):
+            self.build_editor()
+            self._train_only(self.editor)
+
+    @torch.no_grad()
+    def preview_images(self) -> dict[str, torch.Tensor]:
+        """Rows: x₀, the base model's P_t, the trained network's P_t at ``preview_t`` (fixed noise)."""
+        if self._preview is None:
+            return {}
+        s, base = self._settings(), self.base
+        x0 = self._preview.to(self.device)
+        net = self.editor if s is self.cfg.edit else self.rectifier
+        t = torch.full((len(x0),), min(s.preview_t, base.num_train_timesteps - 1), device=self.device)
+        eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+        x_t = base.add_noise(x0, eps, t)
+        out = rectified_eps(base, net, x0, x_t, t, self.cfg.apply, self.cfg.net.clip_estimate)
+        mine = base.x0_from_eps(x_t, out.eps, t).clamp(-1, 1)
+        return {f"{self.stage.name}_x0_base_rectified": torch.cat([x0, out.p_t, mine])}
