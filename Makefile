@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-all demo demo-sdft lint format bench clean
+.PHONY: install test test-all demo demo-sdft lint format bench bench-real clean
 
 install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ format:
 
 bench:  ## speed benchmarks → bench/results.json (CPU tiny always; real sizes when a GPU is visible)
 	$(BIN)/python -m experiments.bench.run --out bench/results.json
+
+bench-real:  ## per-image edit latency of every method at real sizes, random weights (CPU: minutes) → bench/results-real.json
+	$(BIN)/python -m experiments.bench.run --sizes real --out bench/results-real.json
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from diffedit_lab.data.sampler import ResumableDataLoader, resumable_train_loader
 from diffedit_lab.utils.errors import UserError
@@ -108,3 +108,21 @@ class SplitDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test split, in order."""
         return self._loader("test")
+
+
+def split_loader(
+    datamodule, split: str, limit: int | None, batch_size: int, what: str, key: str | None = "image"
+) -> DataLoader:
+    """The first ``limit`` items of ``split`` in order (what inference stages edit, reconstruct or score). A missing
+    datamodule, an empty split or items without ``key`` (e.g. latent codes where images are needed) is one line
+    naming ``what`` needed them."""
+    if datamodule is None or not hasattr(datamodule, "dataset"):
+        raise UserError(f"{what} needs images: choose an image dataset (data=celebahq, data.root=…)")
+    ds = datamodule.dataset(split)
+    if limit is not None and limit < len(ds):
+        ds = Subset(ds, range(limit))
+    if len(ds) == 0:
+        raise UserError(f"{what}: the {split} split of the data is empty")
+    if key is not None and key not in ds[0]:
+        raise UserError(f"{what} needs images: data={type(datamodule).__name__} has no '{key}' items")
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)

@@ -11,37 +11,24 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.data.base import split_loader
 from diffedit_lab.methods.asyrp import process
 from diffedit_lab.methods.asyrp.pairs import fit_images
 from diffedit_lab.methods.stage import StageContext
-from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
 
 def images_loader(module, ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
-    dm = ctx.datamodule
-    if dm is None or not hasattr(dm, "dataset"):
-        raise UserError("Asyrp edits images: choose an image dataset (data=celebahq, data=metfaces, data.root=…)")
-    ds = dm.dataset("test")
-    if len(ds) == 0:
-        raise UserError("Asyrp: the test split of the dataset is empty")
-    if limit is not None and limit < len(ds):
-        ds = Subset(ds, range(limit))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return split_loader(ctx.datamodule, "test", limit, batch_size, "Asyrp edit/eval")
 
 
 class EditStep:
@@ -56,12 +43,10 @@ class EditStep:
         prior = m.prior
         x0 = fit_images(batch["image"].float(), prior.image_size).to(m.device)
         indices = [int(i) for i in batch["index"]]
-        _sync(m.device)
-        start = time.perf_counter()
-        x_T = process.invert(prior, x0, c.invert.steps, c.schedule.t_0)
-        edited = m.edit_latents(x_T, indices)
-        _sync(m.device)
-        latency = 1000 * (time.perf_counter() - start) / len(x0)
+        with Stopwatch(m.device) as sw:
+            x_T = process.invert(prior, x0, c.invert.steps, c.schedule.t_0)
+            edited = m.edit_latents(x_T, indices)
+        latency = sw.ms / len(x0)
         metrics = {"edit": (x0, edited), "paired": (edited, x0), "fake": edited, "real": x0,
                    "scalars": {"latency_ms_per_image": torch.full((len(x0),), latency)}}  # fmt: skip
         if not self.write:

@@ -9,25 +9,20 @@ Inputs are the test split of the image datamodule (``data=celebahq``, ``data=sam
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.data.base import split_loader
 from diffedit_lab.methods.base import EditingMethod
 from diffedit_lab.methods.stage import Stage, StageContext
-from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.timing import Stopwatch
 
 log = logging.getLogger(__name__)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class ImageEditBaseline(EditingMethod):
@@ -71,17 +66,7 @@ class ImageEditBaseline(EditingMethod):
         return out
 
     def _loader(self, ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
-        dm = ctx.datamodule
-        if dm is None or not hasattr(dm, "dataset"):
-            raise UserError(
-                f"method={self.cfg.name} edits images: choose an image dataset (data=celebahq, data=samples)"
-            )
-        ds = dm.dataset("test")
-        if len(ds) == 0 or "image" not in ds[0]:
-            raise UserError(f"method={self.cfg.name} edits images: data={type(dm).__name__} has no test images")
-        if limit is not None and limit < len(ds):
-            ds = Subset(ds, range(limit))
-        return DataLoader(ds, batch_size=batch_size, shuffle=False)
+        return split_loader(ctx.datamodule, "test", limit, batch_size, f"method={self.cfg.name}, which edits images,")
 
     def _step(self, with_metrics: bool):
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)  # one stream over the whole split
@@ -90,11 +75,9 @@ class ImageEditBaseline(EditingMethod):
         @torch.no_grad()
         def step(batch: dict, batch_idx: int) -> dict:
             images = batch["image"].to(self.device)
-            _sync(self.device)
-            t0 = time.perf_counter()
-            edited = self._edit_at_resolution(images, gen)
-            _sync(self.device)
-            latency = (time.perf_counter() - t0) / len(images)
+            with Stopwatch(self.device) as sw:
+                edited = self._edit_at_resolution(images, gen)
+            latency = sw.ms / 1000 / len(images)
             names = [Path(str(p)).stem for p in batch["path"]]
             scalars = {"latency_ms_per_image": torch.full((len(images),), 1000 * latency)}
             if with_metrics:

@@ -6,37 +6,25 @@ The steps return images and metric inputs; :class:`ImageWriter` and :class:`Metr
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.data.base import split_loader
 from diffedit_lab.methods.stage import StageContext
-from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
 
 def test_loader(ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
     """The test split, the first ``limit`` items, in order."""
-    dm = ctx.datamodule
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if limit is not None and limit < len(ds):
-        ds = Subset(ds, range(limit))
-    if len(ds) == 0:
-        raise UserError("the test split is empty (data.num_test / the codes file's test split)")
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return split_loader(ctx.datamodule, "test", limit, batch_size, "SDD edit/eval (data.num_test)", key=None)
 
 
 class EditSteps:
@@ -51,11 +39,9 @@ class EditSteps:
         m = self.module
         w = m.codes_from_batch(batch)
         before = m.synthesize(w)
-        _sync(m.device)
-        t0 = time.perf_counter()
-        after = m.synthesize(m.mapper.edit(w))
-        _sync(m.device)
-        latency = (time.perf_counter() - t0) / len(w)
+        with Stopwatch(m.device) as sw:
+            after = m.synthesize(m.mapper.edit(w))
+        latency = sw.ms / 1000 / len(w)
         # codes inverted from photos carry the photo's name; sampled/given codes are numbered
         names = list(batch["name"]) if "name" in batch else [f"{self.index + i:05d}" for i in range(len(w))]
         self.index += len(w)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.data.base import split_loader
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.errors import UserError
@@ -137,13 +138,7 @@ def source_loader(module, limit: int | None, batch_size: int) -> DataLoader:
     dm = instantiate(node)
     if hasattr(dm, "preflight"):
         dm.preflight()
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if limit is not None and limit < len(ds):
-        ds = Subset(ds, range(limit))
-    if len(ds) == 0:
-        raise UserError("the test split of method.translate.source is empty")
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+    return split_loader(dm, "test", limit, batch_size, "SDFT translation (method.translate.source)")
 
 
 class TranslateSteps:
