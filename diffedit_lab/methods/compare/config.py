@@ -11,15 +11,30 @@ from diffedit_lab.utils.schema import ConfigError, bounds, target
 @dataclass
 class EntryConfig:
     """One column of the table: a method config (``sdd``, ``sdedit``, ``sdd/tiny`` …), overrides of its keys
-    (``method.strength=0.3``), and trained weights to reuse (``method.weights=…``; null = train what is missing)."""
+    (``method.strength=0.3``), and trained weights to reuse (``method.weights=…``; null = train what is missing).
+
+    The rest declares how this method is driven, so the comparison needs no knowledge of any method: the keys
+    that cap how many images it edits and scores, the stages it runs with and without trained weights, the
+    stages whose time is its training cost, and the size it reads the sources at. The defaults fit SDD and the
+    baselines; the Rectifier's entry sets its own (``conf/method/compare.yaml``)."""
 
     method: str = ""
     overrides: list[str] = field(default_factory=list)
     weights: str | None = None
+    weights_key: str = "method.weights"  # the method's key for ``weights``
+    max_images_keys: list[str] = field(default_factory=lambda: ["method.edit.max_images", "method.eval.max_images"])
+    stages: list[str] | None = None  # without weights; null = the method's default sequence
+    weights_stages: list[str] = field(default_factory=lambda: ["edit", "eval"])  # with weights
+    train_stages: list[str] | None = None  # whose time/<stage>_s is train_s; null = all but edit/eval/compare
+    resolution: int | None = field(default=None, metadata=bounds(ge=8))  # read the sources at; null = their size
 
     def check(self, key: str) -> None:
         if not self.method:
             raise ConfigError(f"{key}.method", self.method, "name a method config, e.g. sdd, sdedit, ddib")
+        if not self.weights_stages:
+            raise ConfigError(f"{key}.weights_stages", self.weights_stages, "list the stages run with weights")
+        if self.stages is not None and not self.stages:
+            raise ConfigError(f"{key}.stages", self.stages, "list stages, or null for the method's default")
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Every editing method on the same images: each entry runs as a nested run of the same runner, then one table.
 
-Generator mode (``method.folder=null``): the source entry (SDD) runs first; its ``edit/original/*.png`` — the
-generator's test images — become ``data=folder`` for every other entry, so SDEdit, DDIB, … edit exactly the images
-SDD edits. Folder mode (``method.folder=<photos>``): every entry reads the photos (SDD inverts them into W+).
-Each entry's run dir is ``<run>/methods/<entry>/``; trained weights given by path are reused
-(``entries.<e>.weights``), anything else is trained there. The table (``comparison.csv``/``.md``), the figure and
-``report.md`` are written by :mod:`.report`.
+Generator mode (``method.folder=null``): the source entry (SDD) runs first; the images it edited (SDD:
+``edit/original/*.png``, the generator's test images) become ``data=folder`` for every other entry, so SDEdit,
+DDIB, Rectifier … edit exactly the images SDD edits. Folder mode (``method.folder=<photos>``): every entry reads
+the photos (SDD inverts them into W+). Each entry's run dir is ``<run>/methods/<entry>/``; trained weights given by
+path are reused (``entries.<e>.weights``), anything else is trained there. How a method is driven is declared by
+its entry (:class:`.config.EntryConfig`: the keys capping its image count, its stages with and without weights,
+its training stages, the size it reads the sources at), never special-cased here. The table
+(``comparison.csv``/``.md``), the figure and ``report.md`` are written by :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ class CompareMethod(EditingMethod):
         if p.name and p.name != "custom":
             out.append(f"prompt={p.name}")
         out += [f"prompt.text={_quote(p.text)}", f"prompt.source_text={_quote(p.source_text)}"]
-        out += [f"method.edit.max_images={c.num_images}", f"method.eval.max_images={c.num_images}"]
+        out += [f"{key}={c.num_images}" for key in entry.max_images_keys]
         if sources is not None:
-            res = c.source_resolution if c.folder else report.image_size(sources)
+            res = entry.resolution or (c.source_resolution if c.folder else report.image_size(sources))
             out += ["data=folder", f"data.root={sources}", f"data.resolution={res}", f"data.max_images={c.num_images}"]
         if entry.weights:
-            out += [f"method.weights={entry.weights}", "stage=[edit,eval]"]
+            out.append(f"{entry.weights_key}={entry.weights}")
+        stages = entry.weights_stages if entry.weights else entry.stages
+        if stages:
+            out.append(f"stage=[{','.join(stages)}]")
         return [*out, *c.common, *entry.overrides]
 
     def run_entry(self, name: str, entry: EntryConfig, ctx: StageContext, sources: Path | None) -> dict[str, float]:
@@ -85,10 +90,8 @@ class CompareMethod(EditingMethod):
             metrics = self.run_entry(name, entry, ctx, sources)
             run_dir = ctx.run_dir / "methods" / name
             if sources is None and name == c.source_entry:
-                sources = run_dir / "edit" / "original"
-                if not sources.is_dir():
-                    raise UserError(f"compare: source entry '{name}' wrote no edit/original/ images")
-            rows.append(report.row(name, entry.method, metrics, run_dir))
+                sources = report.input_dir(run_dir)
+            rows.append(report.row(name, entry.method, metrics, run_dir, entry.train_stages))
         table = report.write_table(rows, ctx.run_dir)
         figure = report.write_figure(rows, ctx.run_dir, c.figure_images)
         report.write_report(rows, ctx.run_dir, figure, c.prompt.text)

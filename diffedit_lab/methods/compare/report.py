@@ -41,23 +41,37 @@ def inputs_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _input_dir(run_dir: Path) -> Path:
-    """Baselines write ``edit/input/``; SDD renders its codes to ``edit/original/``."""
-    for sub in ("input", "original"):
+INPUT_DIRS = ("input", "original", "source")  # edit/<dir>: baselines, SDD (rendered codes), Rectifier
+
+
+def input_dir(run_dir: Path) -> Path:
+    """The images an entry edited: ``edit/input/`` (baselines), ``edit/original/`` (SDD renders its codes) or
+    ``edit/source/`` (Rectifier)."""
+    for sub in INPUT_DIRS:
         if (run_dir / "edit" / sub).is_dir():
             return run_dir / "edit" / sub
-    raise UserError(f"compare: '{run_dir}' has no edit/input or edit/original images (did its edit stage run?)")
+    names = ", ".join(f"edit/{d}" for d in INPUT_DIRS)
+    raise UserError(f"compare: '{run_dir}' has none of {names} (did its edit stage run?)")
 
 
-def row(entry: str, method: str, metrics: dict[str, float], run_dir: Path) -> dict:
-    inputs = _input_dir(run_dir)
+def train_seconds(metrics: dict[str, float], train_stages: list[str] | None = None) -> float:
+    """The sum of ``time/<stage>_s`` over ``train_stages`` (null: every stage but edit, eval and compare)."""
+    times = {k[5:-2]: v for k, v in metrics.items() if k.startswith("time/") and k.endswith("_s")}
+    if train_stages is None:
+        return float(sum(v for k, v in times.items() if k not in _NOT_TRAINING))
+    return float(sum(v for k, v in times.items() if k in train_stages))
+
+
+def row(
+    entry: str, method: str, metrics: dict[str, float], run_dir: Path, train_stages: list[str] | None = None
+) -> dict:
+    inputs = input_dir(run_dir)
     out: dict = {"entry": entry, "method": method}
     for m in METRICS:
         out[m] = metrics.get(f"eval/{m}", float("nan"))
     out["latency_ms_per_image"] = metrics.get("edit/latency_ms_per_image", float("nan"))
-    times = {k[5:-2]: v for k, v in metrics.items() if k.startswith("time/") and k.endswith("_s")}
-    out["train_s"] = float(sum(v for k, v in times.items() if k not in _NOT_TRAINING))
-    out["num_images"] = float(metrics.get("eval/num_images", float("nan")))
+    out["train_s"] = train_seconds(metrics, train_stages)
+    out["num_images"] = float(metrics.get("eval/num_images", metrics.get("edit/num_images", float("nan"))))
     out["inputs_sha256"] = inputs_hash(inputs)[:16]
     out["input_dir"], out["edited_dir"] = str(inputs), str(run_dir / "edit" / "edited")
     return out
@@ -117,7 +131,8 @@ def write_report(rows: list[dict], run_dir: Path, figure: Path, prompt: str) -> 
         "Every method edited the same source images (`inputs_sha256`: hash of the decoded pixels each one read).\n"
         "Metrics: directional CLIP (source text → prompt), identity cosine (ArcFace), LPIPS to the source, FID/KID\n"
         "of the edits against the sources; latency per image of the edit alone; `train_s` = the entry's training\n"
-        "stages in this run (0 when trained weights were reused).\n\n"
+        "stages in this run (0 when trained weights were reused, unless the edit itself trains: the Rectifier\n"
+        "fine-tunes an editor from its rectifier, and that stage's time, its edits included, counts).\n\n"
         f"{markdown(rows)}\n![comparison]({figure.name})\n\n"
         "Columns of the figure: source, then " + ", ".join(f"`{r['entry']}`" for r in rows) + ".\n"
     )
