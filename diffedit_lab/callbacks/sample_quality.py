@@ -2,10 +2,11 @@
 best checkpoint kept by the monitored metric.
 
 Generic over methods: the method passes ``generate(seeds) -> images in [-1, 1]`` (e.g. DDIM from its EMA model)
-and ``feed_real(suite, device)`` (the reference images). The suite's reference statistics are computed at the first
-evaluation and kept for every later one (torchmetrics' ``reset_real_features=False``), so each evaluation costs only
-the samples. Seeds are fixed (``seed + i`` for sample i), so successive values compare the model, not the noise;
-under DDP each rank draws its share of the seeds and the metric states are summed across ranks.
+and ``feed_real(suite, device, rank, world)`` (this rank's share of the reference images). The suite's reference
+statistics are computed at the first evaluation and kept for every later one (torchmetrics'
+``reset_real_features=False``), so each evaluation costs only the samples. Seeds are fixed (``seed + i`` for
+sample i), so successive values compare the model, not the noise; under DDP each rank draws its share of the seeds
+and the metric states are summed across ranks.
 
 The evaluation runs inside ``torch.random.fork_rng``: whatever the metrics draw (KID's subsets) leaves the training
 random state untouched, so a resumed run is bit-exact whether or not an evaluation fell inside it. The best value and
@@ -35,7 +36,7 @@ class SampleQualityMonitor(Callback):
         self,
         make_suite: Callable[[], MetricSuite],
         generate: Callable[[list[int]], torch.Tensor],
-        feed_real: Callable[[MetricSuite, torch.device], None],
+        feed_real: Callable[[MetricSuite, torch.device, int, int], None],
         every: int,
         num_samples: int,
         batch_size: int,
@@ -73,8 +74,8 @@ class SampleQualityMonitor(Callback):
         pl_module.eval()
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                if not self._real_fed:
-                    self.feed_real(self.suite, device)
+                if not self._real_fed:  # each rank its share of the reference set
+                    self.feed_real(self.suite, device, trainer.global_rank, trainer.world_size)
                     self._real_fed = True
                 seeds = self.seeds_for_rank(trainer.global_rank, trainer.world_size)
                 for i in range(0, len(seeds), self.batch_size):

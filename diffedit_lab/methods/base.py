@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.schema import as_dict, validate
@@ -60,6 +61,11 @@ class EditingMethod(LightningModule):
     def stage_needs(cls, stage: Stage, cfg: Any) -> tuple[str, ...]:
         """The component keys whose weight files ``stage`` loads with this config (checked at start-up)."""
         return stage.needs
+
+    @classmethod
+    def check_stages(cls, stages: Sequence[Stage], cfg: Any, run_dir: Path) -> None:
+        """Start-up checks that depend on which stages run (cheap: nothing is built, nothing written), e.g. that a
+        stage finds what an earlier invocation must have produced. Raise a one-line ``UserError``."""
 
     # --- frozen components ----------------------------------------------------------------------------------
     def component(self, name: str, cfg: DictConfig | dict | None) -> Any:
@@ -145,8 +151,9 @@ class EditingMethod(LightningModule):
             gen = torch.Generator(device=device)
             if key in self._pending_rng_states:
                 gen.set_state(self._pending_rng_states.pop(key))
-            else:
-                gen.manual_seed((torch.initial_seed() + zlib.crc32(name.encode())) % 2**63)
+            else:  # each DDP rank its own stream (rank 0: the single-process numbers)
+                rank, _ = rng_utils.world(self)
+                gen.manual_seed((torch.initial_seed() + zlib.crc32(name.encode()) + 1_000_003 * rank) % 2**63)
             self._rngs[key] = gen
         return gen
 
@@ -155,9 +162,20 @@ class EditingMethod(LightningModule):
             checkpoint["diffedit_stage"] = self.stage.name
         states = {k: g.get_state() for k, g in self._rngs.items()}
         checkpoint["diffedit_rng"] = {**self._pending_rng_states, **states}
+        ranks = rng_utils.gather_states(self, states)  # every rank's streams (only rank 0 writes the file)
+        if ranks:
+            checkpoint["diffedit_rng_ranks"] = ranks
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        ranks = checkpoint.get("diffedit_rng_ranks")
+        rank, _ = rng_utils.world(self)
         for key, state in checkpoint.get("diffedit_rng", {}).items():
+            own = rng_utils.own_state(ranks, key, self)
+            if own is not None:
+                state = own
+            elif rank > 0:  # saved by another world size (or single-process): a distinct stream for this rank
+                seed = rng_utils.rank_seed(torch.initial_seed(), rank, key, self.global_step)
+                state = torch.Generator(device=key.rsplit("@", 1)[-1]).manual_seed(seed).get_state()
             if key in self._rngs:
                 self._rngs[key].set_state(state)
             else:

@@ -81,6 +81,33 @@ def test_encoder_defaults_are_torchvision_resnet34_with_a_6_channel_stem(tmp_pat
         ResNetEncoder(layers=(1, 1, 1, 1)).load_imagenet(path)
 
 
+def test_modulate_builds_fp32_kernels_and_consumes_the_offsets():
+    """θ̂ = θ·(1 + Δ) in float32 even for a half θ (where 1 + Δ would round small Δ away: why base_dtype is fp32
+    only), row-major strides also for einsum-born 1×1 kernels, and each Δ popped from the dict it came in."""
+    g = torch.Generator().manual_seed(5)
+    theta = {"conv": torch.randn(4, 3, 3, 3, generator=g).half(), "short": torch.randn(6, 4, 1, 1, generator=g).half()}
+
+    def outer(k: int, c_in: int, c_out: int) -> torch.Tensor:  # as the Subnet builds Δ (its einsum's strides)
+        a = 1e-4 * torch.randn(2, k, k, c_in, generator=g).sign()  # |Δ| = 1e-4 < 2^-12
+        return torch.einsum("byxi,byxo->boiyx", a, torch.randn(2, k, k, c_out, generator=g).sign())
+
+    deltas = {"conv": outer(3, 3, 4), "short": outer(1, 4, 6)}
+    assert deltas["conv"].stride() != torch.empty(deltas["conv"].shape).stride()
+    expected = {k: theta[k].float() * (1 + d) for k, d in deltas.items()}
+    out = modulate(theta, deltas)
+    assert deltas == {}  # consumed
+    assert list(out) == ["conv.weight", "short.weight"]
+    for name, w in out.items():
+        k = name.removesuffix(".weight")
+        assert w.dtype == torch.float32 and w.shape == (2, *theta[k].shape)
+        assert torch.equal(w, expected[k]) and (w != theta[k].float()).all()  # every offset survives in fp32
+        assert torch.equal(w.half(), theta[k].expand_as(w))  # …and none would in fp16
+        assert w.stride() == torch.empty(w.shape).stride()  # row-major
+    theta_bf = torch.randn(5, 5, 3, 3, generator=g).bfloat16()
+    w = modulate({"c": theta_bf}, {"c": torch.full((1, 5, 5, 3, 3), 1e-3)})["c.weight"]
+    assert (w != theta_bf.float()).all() and torch.equal(w.bfloat16()[0], theta_bf)  # bf16 loses |Δ| < 2^-9
+
+
 @pytest.fixture(scope="module")
 def prior():
     return tiny_unet_prior(learned_variance=True)

@@ -69,6 +69,7 @@ class AsyrpModule(EditingMethod):
                 node["prior"] = {"_target_": f"{type(prior).__module__}.{type(prior).__qualname__}"}
             node = validate(AsyrpConfig, node, "method")
         module = cls(node)
+        prior.unet.eval()  # frozen and deterministic: no dropout in inversion, training or editing
         module._frozen["prior"] = prior
         return module
 

@@ -16,10 +16,14 @@ from diffedit_lab.methods.config import (
     check_metrics,
     check_optimizer,
 )
-from diffedit_lab.models.rectifier.apply import STRATEGIES
 from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 EPS_MSE = "eps_mse"  # the noise-prediction error on test images (our reading of the paper's ‖Δe‖²)
+FP32_ONLY = (
+    "expected fp32: in a half-precision U-Net the kernels θ·(1 + Δ) round away every |Δ| below 2^-12 (fp16) / "
+    "2^-9 (bf16) of θ, the small offsets training starts from, and gradients through it get no loss scaling"
+)
+DIRECTION_STAGES = ("edit", "apply", "eval")  # the stages that may score or train an edit direction
 
 
 def _adam(weight_decay: float) -> dict[str, Any]:
@@ -77,7 +81,7 @@ class FitConfig(TrainStageConfig):
     steps: int = field(default=30000, metadata=bounds(ge=1))
     optim: dict[str, Any] = field(default_factory=lambda: _adam(1e-5))
     lr_decay: LRDecayConfig = field(default_factory=LRDecayConfig)
-    preview_t: int = field(default=500, metadata=bounds(ge=0))  # P_t grids (base vs rectified) at this t
+    preview_t: int = field(default=500, metadata=bounds(ge=0, le=999))  # P_t grids (base vs rectified); < T
     preview_images: int = field(default=4, metadata=bounds(ge=1))
 
     def check(self, key: str) -> None:
@@ -125,13 +129,14 @@ class EditConfig(TrainStageConfig):
     steps: int = field(default=200, metadata=bounds(ge=1))
     checkpoint_every: int = field(default=50, metadata=bounds(ge=1))
     train_images: int | None = field(default=100, metadata=bounds(ge=1))  # first N of the train split (null = all)
-    init: Literal["rectifier", "scratch"] = "rectifier"  # scratch: Δ = 0 editor (the strategy-alone ablation)
+    # scratch: Δ = 0 editor (the strategy-alone ablation); with sample.invert_with=base it needs no rectifier at all
+    init: Literal["rectifier", "scratch"] = "rectifier"
     lambda_clip: float = field(default=1.0, metadata=bounds(ge=0))
     lambda_l1: float = field(default=1.0, metadata=bounds(ge=0))
     timesteps: Literal["all", "schedule"] = "all"  # all: t ~ U{0..T−1}; schedule: the sample.steps DDIM grid
     optim: dict[str, Any] = field(default_factory=lambda: _adam(0.0))
     lr_decay: LRDecayConfig = field(default_factory=lambda: LRDecayConfig(every=10, gamma=0.9))
-    preview_t: int = field(default=500, metadata=bounds(ge=0))
+    preview_t: int = field(default=500, metadata=bounds(ge=0, le=999))  # < T (checked again once the prior is built)
     preview_images: int = field(default=4, metadata=bounds(ge=1))
     sample: EditSampleConfig = field(default_factory=EditSampleConfig)
 
@@ -162,11 +167,11 @@ class RectifierConfig:
     weights: str | None = None  # a trained rectifier (<run>/rectifier.pt or checkpoints/fit/*.ckpt)
     editor_weights: str | None = None  # a trained editor for stage apply (<run>/editor.pt or checkpoints/edit/*.ckpt)
     base: Component = field(default_factory=dict)  # the frozen pretrained prior (prior=ddpm_celebahq …)
-    base_dtype: str = "fp32"  # gradients pass through the frozen U-Net: fp32 (default), bf16 or fp16 on GPU
+    base_dtype: str = "fp32"  # fp32 only (see FP32_ONLY): fp16/bf16/auto are refused at start-up
     clip: Component | None = None
     identity: Component | None = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    apply: Literal["grouped", "vmap"] = "grouped"  # how per-sample kernels run on the shared U-Net
+    apply: Literal["grouped", "vmap"] = "grouped"  # how per-sample kernels run on the shared U-Net (= STRATEGIES)
     seed: int = field(default=0, metadata=bounds(ge=0))
     net: NetConfig = field(default_factory=NetConfig)
     fit: FitConfig = field(default_factory=FitConfig)
@@ -177,9 +182,27 @@ class RectifierConfig:
     def check(self, key: str) -> None:
         if not self.base.get("_target_"):
             raise ConfigError(f"{key}.base", self.base, "expected a pixel prior config (e.g. prior=ddpm_celebahq)")
-        if self.base_dtype not in ("auto", "fp32", "float32", "fp16", "float16", "bf16", "bfloat16"):
-            raise ConfigError(f"{key}.base_dtype", self.base_dtype, "expected auto, fp32, fp16 or bf16")
-        assert self.apply in STRATEGIES
+        if self.base_dtype not in ("fp32", "float32"):
+            raise ConfigError(f"{key}.base_dtype", self.base_dtype, FP32_ONLY)
         needs_clip = any(m in EDIT[:2] for m in (*self.edit.sample.metrics, *self.eval.folder.metrics))
         if (needs_clip or self.edit.lambda_clip > 0) and not (self.clip or {}).get("_target_"):
             raise ConfigError(f"{key}.clip", self.clip, "the edit stage and clip metrics need a CLIP config (clip=…)")
+
+    def check_stage(self, key: str, stage: str) -> None:
+        """Rules that hold only for some stages, checked at start-up for each requested one (before anything is
+        built): the directional CLIP loss (edit) and metric (edit, apply, eval) need ``prompt.source_text`` (the
+        prompt group already refuses an empty ``text``) — an empty one silently disabled the loss."""
+        if stage not in DIRECTION_STAGES:
+            return
+        metrics = self.eval.folder.metrics if stage == "eval" else self.edit.sample.metrics
+        uses = "the clip_dir metric" if "clip_dir" in metrics else None
+        if stage == "edit" and self.edit.lambda_clip > 0:
+            uses = "the directional CLIP loss (edit.lambda_clip > 0)"
+        if uses is None:
+            return
+        if not self.prompt.source_text.strip():
+            raise ConfigError(
+                f"{key}.prompt.source_text",
+                self.prompt.source_text,
+                f"stage {stage}: {uses} needs a source text (e.g. prompt.source_text=face)",
+            )

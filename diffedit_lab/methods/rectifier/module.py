@@ -35,6 +35,7 @@ from diffedit_lab.models.rectifier import RectifierNet, select_layers
 from diffedit_lab.testing._seed import seeded
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class RectifierModule(EditingMethod):
         Stage("apply", default=False, needs=("base", "clip")),
         Stage("eval", needs=("clip",)),
     )
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: RectifierConfig) -> tuple[str, ...]:
+        cfg.check_stage("method", stage.name)  # called at start-up for every requested stage: its own rules too
+        return stage.needs
 
     def __init__(self, cfg: RectifierConfig):
         super().__init__(cfg)
@@ -107,6 +113,10 @@ class RectifierModule(EditingMethod):
     def run_stage(self, stage: Stage, ctx: StageContext) -> None:
         if stage.name != "eval":
             self.build_rectifier()
+        if stage.train:  # the prior is known now: the preview's t must be one of its timesteps
+            s, T = self._settings_of(stage.name), self.base.num_train_timesteps
+            if s.preview_t >= T:
+                raise ConfigError(f"method.{stage.name}.preview_t", s.preview_t, f"expected < T={T} (the prior's)")
         self._preview = None  # each training stage previews its own first batch
         super().run_stage(stage, ctx)
 
@@ -122,8 +132,16 @@ class RectifierModule(EditingMethod):
         self.ensure_trained(ctx, "rectifier")
         inference.run_reconstruct(self, ctx)
 
+    def _needs_rectifier(self, stage: str) -> bool:
+        """The trained rectifier inverts the test images (``invert_with=rectified``) and is the editor's start
+        (``edit.init=rectifier``); ``init=scratch`` with ``invert_with=base`` (or ``apply`` with base inversion)
+        uses neither, so it needs no trained rectifier."""
+        e = self.cfg.edit
+        return e.sample.invert_with == "rectified" or (stage == "edit" and e.init == "rectifier")
+
     def stage_edit(self, ctx: StageContext) -> None:
-        self.ensure_trained(ctx, "rectifier")
+        if self._needs_rectifier("edit"):
+            self.ensure_trained(ctx, "rectifier")
         self.build_editor()
         self._train_only(self.editor)
         trainer = ctx.fit_trainer(self.stage, self.cfg.edit)
@@ -136,7 +154,8 @@ class RectifierModule(EditingMethod):
         inference.run_edit(self, ctx)
 
     def stage_apply(self, ctx: StageContext) -> None:
-        self.ensure_trained(ctx, "rectifier")
+        if self._needs_rectifier("apply"):
+            self.ensure_trained(ctx, "rectifier")
         self.ensure_trained(ctx, "editor")
         inference.run_edit(self, ctx)
 
@@ -206,8 +225,11 @@ class RectifierModule(EditingMethod):
         self._trained[which] = True
 
     # --- training ---------------------------------------------------------------------------------------------
+    def _settings_of(self, stage: str):
+        return self.cfg.edit if stage == "edit" else self.cfg.fit
+
     def _settings(self):
-        return self.cfg.edit if self.stage is not None and self.stage.name == "edit" else self.cfg.fit
+        return self._settings_of(self.stage.name if self.stage is not None else "fit")
 
     def configure_optimizers(self):
         s = self._settings()
@@ -240,7 +262,7 @@ class RectifierModule(EditingMethod):
             t = draw_timesteps(n, base.num_train_timesteps, self.rng("edit_t"), grid).to(x0.device)
             eps = torch.randn(x0.shape, generator=self.rng("edit_noise")).to(x0.device)
             clip = self.clip if e.lambda_clip > 0 else None
-            terms = edit_loss(base, self.editor, clip, x0, t, eps, p.source_text or p.text, p.text, e.lambda_clip,
+            terms = edit_loss(base, self.editor, clip, x0, t, eps, p.source_text, p.text, e.lambda_clip,
                               e.lambda_l1, self.cfg.apply, self.cfg.net.clip_estimate)  # fmt: skip
             logs = {"edit/loss": terms.loss.detach(), "edit/clip": terms.clip, "edit/l1": terms.l1}
         if not torch.isfinite(terms.loss):
@@ -266,7 +288,7 @@ class RectifierModule(EditingMethod):
         s, base = self._settings(), self.base
         x0 = self._preview.to(self.device)
         net = self.editor if s is self.cfg.edit else self.rectifier
-        t = torch.full((len(x0),), min(s.preview_t, base.num_train_timesteps - 1), device=self.device)
+        t = torch.full((len(x0),), s.preview_t, device=self.device)  # < T: checked when the stage starts
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
         x_t = base.add_noise(x0, eps, t)
         out = rectified_eps(base, net, x0, x_t, t, self.cfg.apply, self.cfg.net.clip_estimate)

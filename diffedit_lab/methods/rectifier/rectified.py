@@ -46,8 +46,8 @@ def rectified_eps(
         p_t = base.x0_from_eps(x_t, base_eps, t)
         if clip_estimate:
             p_t = p_t.clamp(-1, 1)
-    deltas = net(x0, p_t, t)
-    weights = modulate(base_kernels(base.unet, net), deltas)
+    # no name for R's output: modulate pops each Δ as it builds θ̂, so only θ̂ is alive during the U-Net forward
+    weights = modulate(base_kernels(base.unet, net), net(x0, p_t, t))
     return Rectified(modulated_eps(base, x_t, t, weights, strategy), p_t, base_eps)
 
 

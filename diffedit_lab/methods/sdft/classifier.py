@@ -16,6 +16,7 @@ from lightning import LightningDataModule, LightningModule
 from torch import nn
 
 from diffedit_lab.diffusion import schedule
+from diffedit_lab.utils import rng as rng_utils
 
 
 class _ResBlock(nn.Module):
@@ -88,7 +89,8 @@ class DomainClassifierModule(LightningModule):
         self.classifier = classifier
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.lr = lr
-        self._noise = torch.Generator().manual_seed(seed)
+        self.seed = int(seed)
+        self._noise = torch.Generator().manual_seed(self.seed)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.classifier.parameters(), lr=self.lr, weight_decay=0.0)
@@ -105,9 +107,11 @@ class DomainClassifierModule(LightningModule):
         self.log_dict({"classifier/loss": loss.detach(), "classifier/acc": acc}, prog_bar=True, batch_size=len(x0))
         return loss
 
+    def on_train_start(self) -> None:
+        rng_utils.seed_stream(self, self._noise, self.seed, "classifier_noise_rng")  # DDP: every rank its own
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["classifier_noise_rng"] = self._noise.get_state()
+        rng_utils.save_stream(self, checkpoint, "classifier_noise_rng", self._noise)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "classifier_noise_rng" in checkpoint:
-            self._noise.set_state(checkpoint["classifier_noise_rng"])
+        rng_utils.load_stream(self, checkpoint, "classifier_noise_rng", self._noise, self.seed)

@@ -4,9 +4,11 @@ Tab. 2).
 For each prompt of ``edit.prompts`` (smiling, sad, angry, young, old) an Asyrp method (``method=asyrp``, or the
 variant named by ``edit.method``) is composed from the config tree with that prompt's preset and ``edit.overrides``,
 given SDFT's EMA U-Net as its prior (the object itself: nothing is reloaded), and run fit → edit → eval on SDFT's
-own target datamodule in ``<run>/edit/<prompt>/``. Each prompt's metrics land as ``edit/<prompt>/<metric>``; their
-mean over the prompts as ``edit/<metric>`` (what Tab. 2 reports: directional CLIP and identity). ``edit/table.md``
-puts the paper's row for this training method and dataset (``edit.paper_dataset``) beside ours.
+target images in ``<run>/edit/<prompt>/`` — trained on the first ``fit.num_images`` of the train split, scored on the
+rest (:class:`CarvedSplits`), with its own trainer settings (:func:`sub_context`). Each prompt's metrics land as
+``edit/<prompt>/<metric>``; their mean over the prompts as ``edit/<metric>`` (what Tab. 2 reports: directional CLIP
+and identity). ``edit/table.md`` puts the paper's row for this training method and dataset (``edit.paper_dataset``)
+beside ours.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from statistics import mean
+
+from omegaconf import OmegaConf
+from torch.utils.data import Dataset
 
 from diffedit_lab.methods.sdft import paper
 from diffedit_lab.methods.stage import StageContext
@@ -34,6 +39,87 @@ def asyrp_node(method: str, prompt: str, overrides: list[str]):
         raise UserError(f"method.edit: cannot compose method={method} prompt={prompt}: {exc}") from None
 
 
+class _Range(Dataset):
+    """Items ``start … stop−1`` of ``base``; keeps the image datasets' ``(index, flip)`` keys working."""
+
+    def __init__(self, base, start: int, stop: int) -> None:
+        self.base, self.start, self.stop = base, int(start), int(stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i):
+        if isinstance(i, tuple):
+            return self.base[(self.start + i[0], *i[1:])]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.base[self.start + i]
+
+
+class CarvedSplits:
+    """The target data as Asyrp sees it: ``train`` = the first ``n_train`` images of the target's train split,
+    ``test`` = the rest of it — so the images Asyrp is scored on were never trained on, even when the target
+    datamodule's splits are one flat folder (the paper: "the provided results are not included in the training
+    datasets for Asyrp")."""
+
+    def __init__(self, datamodule, n_train: int) -> None:
+        if datamodule is None or not hasattr(datamodule, "dataset"):
+            raise UserError("SDFT edit needs the target images: an image dataset (data=metfaces, data.root=…)")
+        self.datamodule, self.n_train = datamodule, int(n_train)
+
+    def dataset(self, split: str):
+        base = self.datamodule.dataset("train")
+        if len(base) <= self.n_train:
+            raise UserError(
+                f"SDFT edit: the target train split has {len(base)} images, Asyrp trains on {self.n_train}: none left "
+                "to evaluate on (lower it with \"method.edit.overrides=['method.fit.num_images=N']\")"
+            )
+        if split == "train":
+            return _Range(base, 0, self.n_train)
+        if split == "test":
+            return _Range(base, self.n_train, len(base))
+        raise UserError(f"SDFT edit: no split '{split}' (train, test)")
+
+
+def sub_context(ctx: StageContext, run_dir, datamodule) -> StageContext:
+    """The context of one nested Asyrp run: its own run dir and data view; Asyrp's own trainer settings (it steps
+    its optimiser itself, once per timestep: no accumulation or clipping; fp32 — its P_t at t ≈ T amplifies the
+    U-Net's error by 1/√ᾱ_t); no loggers (the aggregated ``edit/*`` metrics reach SDFT's); resumes its own
+    ``checkpoints/fit`` with ``ckpt_path=last`` and never an explicit SDFT checkpoint."""
+    from omegaconf import open_dict
+
+    trainer_cfg = ctx.trainer_cfg.copy()
+    with open_dict(trainer_cfg):
+        trainer_cfg.accumulate_grad_batches = 1
+        trainer_cfg.gradient_clip_val = None
+        trainer_cfg.precision = "32-true"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(
+        ctx,
+        trainer_cfg=trainer_cfg,
+        datamodule=datamodule,
+        run_dir=run_dir,
+        loggers=[],
+        ckpt_path="last" if ctx.ckpt_path else None,
+        first_train_stage=None,
+        metrics={},
+        trainer=None,
+    )
+
+
+def check(cfg) -> None:
+    """Start-up check of stage ``edit``: every prompt's Asyrp config composes and validates (before SDFT trains)."""
+    from diffedit_lab.methods.asyrp.config import AsyrpConfig
+    from diffedit_lab.utils.schema import validate
+
+    e = cfg.edit
+    for name in e.prompts:
+        node = asyrp_node(e.method, name, list(e.overrides))
+        node = OmegaConf.to_container(node, resolve=True)
+        node["prior"] = {"_target_": "diffedit_lab.diffusion.priors.UnconditionalPrior"}  # SDFT's EMA is used
+        validate(AsyrpConfig, node, "method.edit (Asyrp)")
+
+
 def paper_row(module) -> str | None:
     """The Tab. 2 row this run reproduces: Naive Fine-Tune (λ = λ' = 0, source init), SDFT, or none (scratch)."""
     if module.cfg.init == "random":
@@ -50,10 +136,10 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     per_prompt: dict[str, dict[str, float]] = {}
     for name in e.prompts:
-        asyrp = AsyrpModule.with_prior(asyrp_node(e.method, name, list(e.overrides)), prior)
+        node = asyrp_node(e.method, name, list(e.overrides))
+        asyrp = AsyrpModule.with_prior(node, prior)
         module.editors[name] = asyrp  # what tests and notebooks inspect
-        sub = dataclasses.replace(ctx, run_dir=ctx.run_dir / "edit" / name, metrics={}, trainer=None)
-        sub.run_dir.mkdir(parents=True, exist_ok=True)
+        sub = sub_context(ctx, ctx.run_dir / "edit" / name, CarvedSplits(ctx.datamodule, asyrp.cfg.fit.num_images))
         log.info("SDFT edit: Asyrp '%s' on the fine-tuned EMA → %s", name, sub.run_dir)
         for stage in asyrp.STAGES:
             asyrp.to(module.device)

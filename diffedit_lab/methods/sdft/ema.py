@@ -12,9 +12,17 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """An EMA copy of ``model`` (frozen), initialised to ``model``'s current weights."""
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    ema.requires_grad_(False)
+class EMAModel(AveragedModel):
+    """An ``AveragedModel`` that is always in eval mode: it is only ever sampled from, so dropout (0.1 in the ADM
+    source model) must stay off even when Lightning switches the module's children to train mode for ``fit``."""
+
+    def train(self, mode: bool = True) -> EMAModel:
+        return super().train(False)
+
+
+def make_ema(model: nn.Module, decay: float) -> EMAModel:
+    """An EMA copy of ``model`` (frozen, eval mode), initialised to ``model``'s current weights."""
+    ema = EMAModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.requires_grad_(False).eval()
     ema.update_parameters(model)  # the first update copies: the average starts at the source weights
     return ema

@@ -192,7 +192,8 @@ def feed_target(module, ctx: StageContext):
     of ``eval.target`` when set (e.g. the whole AAHQ while training on a subset), else of the training data."""
     e = module.cfg.eval
 
-    def feed(suite, device) -> None:
+    def feed(suite, device, rank: int = 0, world: int = 1) -> None:
+        """``rank``/``world``: under DDP each rank feeds its share (the metric states are summed across ranks)."""
         if not suite.needs_real_images:
             return
         dm = instantiate(e.target) if e.target else ctx.datamodule
@@ -200,8 +201,9 @@ def feed_target(module, ctx: StageContext):
             dm.preflight()
         dm.setup("fit")
         ds = dm.dataset(e.target_split)
-        if e.max_target_images is not None and e.max_target_images < len(ds):
-            ds = Subset(ds, range(e.max_target_images))
+        n = len(ds) if e.max_target_images is None else min(e.max_target_images, len(ds))
+        if n < len(ds) or world > 1:
+            ds = Subset(ds, range(rank, n, world))
         for batch in DataLoader(ds, batch_size=_eval_batch_size(ctx), shuffle=False):
             suite.update_unpaired_real(batch["image"].to(device))
 

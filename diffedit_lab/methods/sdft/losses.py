@@ -140,7 +140,8 @@ def sdft_loss(
     distill, aux = zeros, zeros
     if use_distill or use_aux:
         teacher_in = [x_t] * use_distill + [eps] * use_aux
-        with torch.no_grad():
+        # the teacher runs in its own dtype (fp16 on GPU), not in the student's bf16 autocast
+        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
             eps_t = teacher.predict_eps(torch.cat(teacher_in), t.repeat(len(teacher_in))).float()
         if use_distill:
             distill = mean_flat((eps_t[:batch] - eps_s) ** 2)

@@ -26,6 +26,7 @@ from diffedit_lab.methods.sdft.config import SDFTConfig
 from diffedit_lab.methods.sdft.ema import make_ema
 from diffedit_lab.methods.sdft.losses import PosteriorTable, sdft_loss
 from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 
@@ -52,6 +53,31 @@ class SDFTModule(EditingMethod):
         if stage.name == "eval" and cfg.eval.folder.pred:
             return ()  # scoring a folder of images builds no network
         return stage.needs
+
+    @classmethod
+    def check_stages(cls, stages, cfg: SDFTConfig, run_dir: Path) -> None:
+        """Before anything trains: stage edit's Asyrp configs compose and validate; EGSDE translation finds a domain
+        classifier (trained in this invocation, given, or left in the run dir by an earlier one)."""
+        names = [s.name for s in stages]
+        if "edit" in names:
+            from diffedit_lab.methods.sdft.edit import check
+
+            check(cfg)
+        egsde = ("translate" in names and cfg.translate.method == "egsde") or (
+            "eval" in names and "egsde" in cfg.eval.translation_methods and cfg.eval.translation_images > 0
+        )
+        if egsde and "train_classifier" not in names and not cls._classifier_file(cfg, run_dir):
+            raise UserError(
+                "EGSDE translation needs a trained domain classifier: add stage train_classifier "
+                "(stage=[...,train_classifier,translate]) or pass "
+                "method.egsde.classifier_weights=<run>/domain_classifier.pt"
+            )
+
+    @staticmethod
+    def _classifier_file(cfg: SDFTConfig, run_dir: Path) -> Path | None:
+        candidates = [cfg.egsde.classifier_weights, run_dir / CLASSIFIER,
+                      run_dir / "checkpoints" / "train_classifier" / "last.ckpt"]  # fmt: skip
+        return next((Path(str(c)).expanduser() for c in candidates if c and Path(str(c)).expanduser().is_file()), None)
 
     def __init__(self, cfg: SDFTConfig):
         super().__init__(cfg)
@@ -148,11 +174,7 @@ class SDFTModule(EditingMethod):
         """The trained domain classifier for EGSDE: ``egsde.classifier_weights``, ``<run>/domain_classifier.pt`` or
         ``checkpoints/train_classifier/last.ckpt``."""
         if self._frozen.get("classifier") is None:
-            candidates = [self.cfg.egsde.classifier_weights, ctx.run_dir / CLASSIFIER,
-                          ctx.checkpoint_dir("train_classifier") / "last.ckpt"]  # fmt: skip
-            path = next(
-                (Path(str(c)).expanduser() for c in candidates if c and Path(str(c)).expanduser().is_file()), None
-            )
+            path = self._classifier_file(self.cfg, ctx.run_dir)
             if path is None:
                 raise UserError(
                     "translate.method=egsde needs a trained domain classifier: run stage train_classifier first "
@@ -243,17 +265,16 @@ class SDFTModule(EditingMethod):
         self.ema.update_parameters(self.student.unet)  # after every optimiser step (accumulation boundaries)
 
     def on_train_start(self) -> None:
-        if self.global_rank > 0 and self.global_step == 0:  # DDP: every rank its own t and ε
-            self._noise.manual_seed(int(self.cfg.seed) + 7919 * self.global_rank)
+        rng_utils.seed_stream(self, self._noise, self.cfg.seed, "sdft_noise_rng")  # DDP: every rank its own t and ε
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["sdft_noise_rng"] = self._noise.get_state()
+        rng_utils.save_stream(self, checkpoint, "sdft_noise_rng", self._noise)  # every rank's stream
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.build_networks()
-        if "sdft_noise_rng" in checkpoint:
-            self._noise.set_state(checkpoint["sdft_noise_rng"])
+        rng_utils.load_stream(self, checkpoint, "sdft_noise_rng", self._noise, self.cfg.seed)
 
     @torch.no_grad()
     def preview_images(self) -> dict[str, torch.Tensor]:

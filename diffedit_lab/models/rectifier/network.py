@@ -15,7 +15,7 @@ gradient zero: Δ = a⊗b has ∂Δ/∂a = b and ∂Δ/∂b = a).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,13 +103,31 @@ class RectifierNet(nn.Module):
         return {s.spec.name: s(features, temb) for s in self.subnets}
 
 
-def modulate(weights: Mapping[str, torch.Tensor], deltas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _row_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with plain row-major strides, copied only when its strides differ. ``is_contiguous`` ignores size-1
+    axes, so an einsum-born (B, C_out, C_in, 1, 1) kernel can pass it with strides that read as channels-last and
+    send the convolution down another kernel (same values, different rounding than the plain U-Net)."""
+    expected, step = [], 1
+    for n in reversed(x.shape):
+        expected.append(step)
+        step *= n
+    if x.stride() == tuple(reversed(expected)):
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+def modulate(weights: Mapping[str, torch.Tensor], deltas: MutableMapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """θ̂ = θ·(1 + Δ) per sample: ``weights`` maps a layer name to its kernel θ (C_out, C_in, kh, kw), ``deltas``
-    to Δ (B, C_out, C_in, kh, kw); the result maps ``<layer>.weight`` to (B, C_out, C_in, kh, kw) in θ's dtype."""
+    to Δ (B, C_out, C_in, kh, kw); the result maps ``<layer>.weight`` to θ̂ (B, C_out, C_in, kh, kw) in float32.
+
+    ``deltas`` is CONSUMED: each Δ is popped as soon as its θ̂ exists, so a caller passing ``net(...)`` straight
+    in holds one set of per-sample kernels during the U-Net forward, not two (Δ is not kept for the backward:
+    ∂θ̂/∂Δ = θ). θ̂ is computed in float32 whatever θ's dtype: in half precision 1 + Δ rounds away |Δ| < 2⁻¹¹
+    (fp16) / 2⁻⁸ (bf16), exactly the offsets a zero-initialised Δ starts from (and a half θ̂ would still lose
+    relative changes below 2⁻¹² / 2⁻⁹: why ``method.base_dtype`` is fp32 only)."""
     out = {}
-    for name, delta in deltas.items():
-        theta = weights[name]
-        # standard strides: for 1×1 kernels the product may inherit strides that read as channels-last, which
-        # sends the convolution down another kernel (same values, different rounding than the plain U-Net)
-        out[f"{name}.weight"] = (theta * (1 + delta.to(theta.dtype))).clone(memory_format=torch.contiguous_format)
+    for name in list(deltas):
+        hat = 1 + deltas.pop(name).float()  # a fresh tensor: the popped Δ is freed here (unless the caller kept it)
+        hat.mul_(weights[name].float())
+        out[f"{name}.weight"] = _row_major(hat)
     return out

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from diffedit_lab.run import run
+from diffedit_lab.methods.rectifier.config import RectifierConfig
+from diffedit_lab.run import build_method, run
 from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
 from tests.helpers import cli_in_process, tiny_overrides
@@ -110,6 +111,11 @@ def test_resume_is_bit_exact(stage, finished, tmp_path, cache_dir):
         ("method.edit.init=copy", "method.edit.init='copy'"),
         ("method.net.encoder.pretrained=/no/resnet34.pth", "no such file"),
         ("method.net.layers=[decoder.*]", "matches no convolution"),
+        ("method.base_dtype=fp16", "method.base_dtype='fp16': expected fp32: in a half-precision U-Net"),
+        ("method.base_dtype=bf16", "method.base_dtype='bf16': expected fp32"),
+        ("method.base_dtype=auto", "method.base_dtype='auto': expected fp32"),
+        ("method.fit.preview_t=1000", "method.fit.preview_t=1000"),
+        ("method.edit.preview_t=1000", "method.edit.preview_t=1000"),
     ],
 )
 def test_bad_option_is_one_error_line(override, mention, tmp_path):
@@ -140,3 +146,67 @@ def test_presets_compose(tmp_path):
         cfg = compose_config([f"experiment=rectifier_edit_{name}", f"paths.output_dir={tmp_path}"])
         assert cfg.method.prompt.text == text and list(cfg.stage) == ["edit", "eval"]
         assert cfg.method.edit.lambda_clip == cfg.method.edit.lambda_l1 == 1.0 and cfg.method.edit.train_images == 100
+
+
+def test_empty_source_text_is_refused_by_the_stages_that_need_a_direction(tmp_path):
+    code, err = cli_in_process(*tiny_overrides(tmp_path / "run", tmp_path / "cache", method="rectifier"),
+                               "prompt.source_text=''", "stage=edit")  # fmt: skip
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "run").exists(), err[-2000:]
+    assert lines[-1].startswith("error: method.prompt.source_text='': stage edit: the directional CLIP loss"), lines
+    from diffedit_lab.utils.schema import validate
+
+    def cfg(*overrides):
+        node = compose_config([*tiny_overrides(tmp_path, tmp_path, method="rectifier"), "prompt.source_text=' '",
+                               *overrides]).method  # fmt: skip
+        return validate(RectifierConfig, node, "method")
+
+    default, quiet = cfg(), cfg("method.edit.lambda_clip=0", "method.edit.sample.metrics=[l1]")
+    for stage, refused in (("fit", False), ("reconstruct", False), ("edit", True), ("apply", True), ("eval", True)):
+        if refused:
+            with pytest.raises(UserError, match=f"stage {stage}: "):
+                default.check_stage("method", stage)
+        else:
+            default.check_stage("method", stage)
+    quiet.check_stage("method", "edit")  # no CLIP loss, no clip_dir metric: no direction needed
+    quiet.check_stage("method", "apply")
+    with pytest.raises(UserError, match="stage eval: the clip_dir metric"):
+        quiet.check_stage("method", "eval")
+
+
+def test_scratch_editor_with_base_inversion_needs_no_trained_rectifier(tmp_path, cache_dir, monkeypatch):
+    from diffedit_lab.diffusion import samplers
+    from diffedit_lab.diffusion.priors import UnconditionalPrior
+
+    inverters = []
+    invert = samplers.ddim_invert
+    monkeypatch.setattr(samplers, "ddim_invert", lambda prior, *a, **k: inverters.append(prior) or invert(prior, *a,
+                        **k))  # fmt: skip
+    scratch = ("stage=edit", "method.edit.init=scratch")
+    with pytest.raises(UserError, match="no trained rectifier"):  # scratch, but the rectifier inverts
+        run(_cfg(tmp_path / "a", cache_dir, *scratch))
+    out = tmp_path / "b"
+    run(_cfg(out, cache_dir, *scratch, "method.edit.sample.invert_with=base"))
+    assert (out / "editor.pt").is_file() and not (out / "rectifier.pt").exists()
+    assert inverters and all(type(p) is UnconditionalPrior for p in inverters)  # the plain model inverted
+
+
+def test_scratch_editor_starts_at_zero_offsets_beside_a_trained_rectifier(finished, tmp_path, cache_dir):
+    module = build_method(_cfg(tmp_path, cache_dir, "method.edit.init=scratch").method)
+    module.load_net(finished / "rectifier.pt", "rectifier")
+    module.build_editor()
+    heads = [(r.head_out.weight, e.head_out.weight) for r, e in zip(module.rectifier.subnets, module.editor.subnets)]
+    assert all(r.abs().sum() > 0 for r, _ in heads) and all(torch.equal(e, torch.zeros_like(e)) for _, e in heads)
+
+
+def test_preview_t_must_be_a_timestep_of_the_prior(tmp_path, cache_dir, monkeypatch):
+    import typing
+
+    from diffedit_lab.methods.stage import Stage
+    from diffedit_lab.models.rectifier import STRATEGIES
+
+    assert typing.get_args(typing.get_type_hints(RectifierConfig)["apply"]) == STRATEGIES
+    module = build_method(_cfg(tmp_path, cache_dir, "method.edit.preview_t=600").method)
+    monkeypatch.setattr(type(module.base), "num_train_timesteps", property(lambda self: 600))
+    with pytest.raises(UserError, match=r"method.edit.preview_t=600: expected < T=600"):
+        module.run_stage(Stage("edit", train=True), ctx=None)

@@ -201,3 +201,20 @@ def test_without_distillation_it_is_the_naive_loss_and_needs_no_teacher(learned)
     if learned:
         naive = naive + vb_term(tab, x0, x_t, t, raw[:, :3], raw[:, 3:])
     assert float(terms.total) == pytest.approx(float(naive.mean()), rel=1e-5)
+
+
+def test_the_teacher_runs_outside_the_students_autocast():
+    """Under bf16-mixed training the fp16 teacher must not be recast to bf16 by autocast."""
+    tab = PosteriorTable(BETAS)
+    seen = []
+
+    class Teacher(StubPrior):
+        def forward_raw(self, x, t):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward_raw(x, t)
+
+    student = StubPrior(0.5, 0.0, False, tab.alphas_cumprod)
+    teacher = Teacher(0.25, 0.0, False, tab.alphas_cumprod)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sdft_loss(student, teacher, _px(0.5), _px(1.0), torch.tensor([1]), LossConfig(), tab)
+    assert seen == [False]

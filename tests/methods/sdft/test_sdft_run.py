@@ -89,7 +89,7 @@ def test_sample_from_a_finished_run(tmp_path, cache_dir):
     assert (other / "sample" / "00000.png").read_bytes() == first  # DDIM η = 0 from the same EMA: same image
     with pytest.raises(UserError, match="no trained SDFT model"):
         run(_cfg(tmp_path / "empty", cache_dir, "stage=sample"))
-    with pytest.raises(UserError, match="needs a trained domain classifier: run stage train_classifier"):
+    with pytest.raises(UserError, match="needs a trained domain classifier: add stage train_classifier"):
         run(_cfg(out, cache_dir, "stage=translate", "method.translate.method=egsde"))
 
 
@@ -111,3 +111,42 @@ def test_presets_compose(tmp_path):
         assert (m.loss.lambda_distill, m.loss.gamma_distill, m.loss.lambda_aux, m.loss.gamma_aux, m.init) == (
             lam, gam, lam_aux, gam_aux, init), name  # fmt: skip
         assert m.optim.lr == 2e-5 and m.optim.weight_decay == 0.0 and m.fit.steps == 10_000 and m.ema.decay == 0.9999
+
+
+def test_edit_under_the_presets_trainer_and_an_explicit_checkpoint(tmp_path, cache_dir):
+    """The presets accumulate gradients (4) and pass checkpoints by path: the nested Asyrp runs get their own trainer
+    settings, never SDFT's checkpoint, and are scored on target images they did not train on; the EMA they edit
+    with stays in eval mode (no dropout) through SDFT's fit."""
+    out = tmp_path / "run"
+    acc = "trainer.accumulate_grad_batches=2"
+    run(_cfg(out, cache_dir, "stage=fit", "method.fit.steps=2", "method.fit.fid_every=0", acc))
+    ckpt = out / "checkpoints" / "fit" / "last.ckpt"
+    result = run(_cfg(out, cache_dir, "stage=[fit,edit]", "method.fit.steps=2", "method.fit.fid_every=0", acc,
+                      f"ckpt_path={ckpt}"))  # fmt: skip
+    method = result.objects["method"]
+    asyrp = method.editors["smiling"]
+    assert not method.ema.training and not asyrp.prior.unet.training
+    assert (out / "edit" / "smiling" / "checkpoints" / "fit" / "last.ckpt").is_file()
+    from diffedit_lab.methods.sdft.edit import CarvedSplits
+
+    view = CarvedSplits(result.objects["datamodule"], asyrp.cfg.fit.num_images)
+    trained = {int(view.dataset("train")[i]["index"]) for i in range(len(view.dataset("train")))}
+    scored = {int(view.dataset("test")[i]["index"]) for i in range(len(view.dataset("test")))}
+    assert trained and scored and not trained & scored
+
+
+def test_a_bad_edit_setting_stops_before_sdft_trains(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"fit\.epochs=0"):
+        run(_cfg(out, cache_dir, "stage=[fit,edit]", "method.edit.overrides=['method.fit.epochs=0']"))
+    assert not (out / "checkpoints").exists()
+
+
+def test_ddp_ranks_draw_their_own_noise_and_the_checkpoint_keeps_every_stream(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    run(_cfg(out, cache_dir, "trainer=ddp_sim", "stage=fit", "method.fit.steps=2", "method.fit.fid_every=0",
+             "callbacks=none"))  # fmt: skip
+    ckpt = torch.load(out / "checkpoints" / "fit" / "last.ckpt", weights_only=True)
+    ranks = ckpt["sdft_noise_rng_ranks"]
+    assert ranks.shape[0] == 2 and not torch.equal(ranks[0], ranks[1])
+    assert torch.equal(ranks[0], ckpt["sdft_noise_rng"])  # rank 0 wrote the file: its own stream
