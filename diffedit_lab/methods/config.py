@@ -55,6 +55,7 @@ class FolderEvalConfig:
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics)
+        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
 
 
 def check_metrics(key: str, metrics: list[str], extra: tuple[str, ...] = ()) -> None:
@@ -62,6 +63,17 @@ def check_metrics(key: str, metrics: list[str], extra: tuple[str, ...] = ()) -> 
     for m in metrics:
         if m not in allowed:
             raise ConfigError(key, metrics, f"unknown metric '{m}'; choose from {allowed}")
+
+
+def check_fid_feature(key: str, feature: str | int) -> None:
+    """``inception``, ``tiny`` (tests/demo) or an Inception feature size: what FID/KID can be built from."""
+    from diffedit_lab.evaluation.fid import INCEPTION_DIMS
+
+    ok = feature in ("inception", "tiny") or (
+        not isinstance(feature, bool) and str(feature) in map(str, INCEPTION_DIMS)
+    )
+    if not ok:
+        raise ConfigError(key, feature, f"expected 'inception', 'tiny' or one of {list(INCEPTION_DIMS)}")
 
 
 def check_optimizer(key: str, optim: dict[str, Any]) -> None:
@@ -74,3 +86,21 @@ def check_optimizer(key: str, optim: dict[str, Any]) -> None:
     wd = optim.get("weight_decay")
     if wd is not None and (isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0):
         raise ConfigError(f"{key}.weight_decay", wd, "expected a number >= 0")
+
+
+@dataclass
+class EditEvalConfig:
+    """``eval`` of an editing method: metrics over the first ``max_images`` test images (edited as in ``edit``), or
+    any folder pair (``folder.pred``/``folder.ref``)."""
+
+    max_images: int | None = field(default=100, metadata=bounds(ge=1))
+    batch_size: int = field(default=4, metadata=bounds(ge=1))
+    metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "lpips", "fid", "kid"])
+    fid_feature: str | int = "inception"
+    fid_weights_path: str | None = None
+    lpips_backbone_path: str | None = None
+    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
+
+    def check(self, key: str) -> None:
+        check_metrics(f"{key}.metrics", self.metrics)
+        check_fid_feature(f"{key}.fid_feature", self.fid_feature)

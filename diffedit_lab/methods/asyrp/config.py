@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from diffedit_lab.methods.config import Component, FolderEvalConfig, PromptConfig, check_metrics, check_optimizer
+from diffedit_lab.methods.config import Component, EditEvalConfig, PromptConfig, check_optimizer
 from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 
@@ -100,20 +100,11 @@ class EditConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Metrics over the first ``max_images`` test images (edited as in ``edit``, nothing written), or any folder
-    pair (``folder.pred``/``folder.ref``)."""
+class EvalConfig(EditEvalConfig):
+    """The shared edit evaluation, on the paper's 500 test images, without FID (Tab. 2: directional CLIP, ID)."""
 
     max_images: int | None = field(default=500, metadata=bounds(ge=1))
-    batch_size: int = field(default=4, metadata=bounds(ge=1))
     metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "lpips"])
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
-    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
-
-    def check(self, key: str) -> None:
-        check_metrics(f"{key}.metrics", self.metrics)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from diffedit_lab.methods.config import Component, FolderEvalConfig, PromptConfig, check_metrics
+from diffedit_lab.methods.config import Component, EditEvalConfig, PromptConfig
 from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 
@@ -15,20 +15,6 @@ class BaselineEditConfig:
     batch_size: int = field(default=4, metadata=bounds(ge=1))
     grid_columns: int = field(default=8, metadata=bounds(ge=1))
     grid_max: int = field(default=32, metadata=bounds(ge=0))
-
-
-@dataclass
-class BaselineEvalConfig:
-    max_images: int | None = field(default=100, metadata=bounds(ge=1))
-    batch_size: int = field(default=4, metadata=bounds(ge=1))
-    metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "lpips", "fid", "kid"])
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
-    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
-
-    def check(self, key: str) -> None:
-        check_metrics(f"{key}.metrics", self.metrics)
 
 
 @dataclass
@@ -47,7 +33,7 @@ class TextEditConfig:
     guidance_scale: float = field(default=7.5, metadata=bounds(ge=0))
     seed: int = field(default=0, metadata=bounds(ge=0))
     edit: BaselineEditConfig = field(default_factory=BaselineEditConfig)
-    eval: BaselineEvalConfig = field(default_factory=BaselineEvalConfig)
+    eval: EditEvalConfig = field(default_factory=EditEvalConfig)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from diffedit_lab.methods.config import (
     FolderEvalConfig,
     PromptConfig,
     TrainStageConfig,
+    check_fid_feature,
     check_metrics,
     check_optimizer,
 )
@@ -158,6 +159,9 @@ class EvalConfig:
     folder: FolderEvalConfig = field(
         default_factory=lambda: FolderEvalConfig(metrics=["clip_dir", "identity", "fid", "lpips"])
     )
+
+    def check(self, key: str) -> None:
+        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
 
 
 @dataclass

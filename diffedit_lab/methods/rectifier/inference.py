@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
+from diffedit_lab.data.base import split_loader
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.methods.rectifier.config import EPS_MSE
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.io import atomic_write
+from diffedit_lab.utils.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,7 @@ def ddim_timesteps(prior, steps: int) -> torch.Tensor:
 
 
 def test_loader(module, ctx: StageContext, limit: int | None, batch_size: int) -> DataLoader:
-    dm = ctx.datamodule
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if limit is not None and limit < len(ds):
-        ds = Subset(ds, range(limit))
-    if len(ds) == 0:
-        raise UserError("the test split of the data is empty: nothing to reconstruct or edit")
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return split_loader(ctx.datamodule, "test", limit, batch_size, "Rectifier reconstruct/edit")
 
 
 def _names(batch: dict) -> list[str]:
@@ -192,12 +181,10 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
     def step(batch: dict, batch_idx: int) -> dict:
         x0 = batch["image"].to(module.device).float()
         module._check_size(x0)
-        _sync(x0.device)
-        t0 = time.perf_counter()
-        inverter = module.rectified(module.rectifier, x0) if s.invert_with == "rectified" else module.base
-        edited = _round_trip(module.rectified(module.editor, x0), inverter, x0, s.steps)
-        _sync(x0.device)
-        latency = torch.full((len(x0),), 1000 * (time.perf_counter() - t0) / len(x0))
+        with Stopwatch(x0.device) as sw:
+            inverter = module.rectified(module.rectifier, x0) if s.invert_with == "rectified" else module.base
+            edited = _round_trip(module.rectified(module.editor, x0), inverter, x0, s.steps)
+        latency = torch.full((len(x0),), sw.ms / len(x0))
         return {
             "names": _names(batch),
             "images": {"source": x0, "edited": edited},

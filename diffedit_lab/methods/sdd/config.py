@@ -11,6 +11,7 @@ from diffedit_lab.methods.config import (
     FolderEvalConfig,
     PromptConfig,
     TrainStageConfig,
+    check_fid_feature,
     check_metrics,
     check_optimizer,
 )
@@ -108,6 +109,7 @@ class EvalConfig:
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics, extra=("latent_l2",))
+        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
 
 
 @dataclass

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffedit_lab.evaluation.suite import PAIRED, UNPAIRED
-from diffedit_lab.methods.config import Component, FolderEvalConfig, TrainStageConfig, check_metrics, check_optimizer
+from diffedit_lab.methods.config import (
+    Component,
+    FolderEvalConfig,
+    TrainStageConfig,
+    check_fid_feature,
+    check_metrics,
+    check_optimizer,
+)
 from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 Weighting = Literal["p2", "min_snr", "constant"]
@@ -166,6 +173,7 @@ class EvalConfig:
     folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
 
     def check(self, key: str) -> None:
+        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
         check_metrics(f"{key}.generation_metrics", self.generation_metrics)
         check_metrics(f"{key}.pair_metrics", self.pair_metrics)
         for name, allowed in (("generation_metrics", UNPAIRED), ("pair_metrics", PAIRED)):
