@@ -8,7 +8,9 @@
 
 Update (EGSDE's defaults: λ_s = 500, λ_i = 2): ``y ← y − w·(λ_s ∇_y E_s + λ_i ∇_y E_i)``, with EGSDE's step weight
 ``w = β/√(1 − β)`` for the step's effective β = 1 − ᾱ_t/ᾱ_{t_prev} (one DDPM step: β_t/√α_t). EGSDE runs
-ancestral DDPM steps; here the guidance rides on the project's DDIM SDEdit through ``step_callback``.
+ancestral DDPM steps; here the guidance rides on the project's DDIM SDEdit through ``step_callback``: it is applied
+to the sample AFTER each step, at that step's noise level (the official code takes the gradient at the pre-step
+sample and subtracts it from the step's mean), and not after the final step (the output is the clean image).
 """
 
 from __future__ import annotations

@@ -43,7 +43,12 @@ def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
 
 
 def upfirdn2d(
-    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, int] = (0, 0),
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Upsample by zero insertion, pad (negative pads crop), FIR-filter, then keep every ``down``-th pixel.
 
@@ -53,7 +58,8 @@ def upfirdn2d(
     Two cases StyleGAN2 uses run as ONE depthwise convolution without materialising the padded or zero-stuffed
     image: a symmetric pad (``up == 1``: ``conv2d`` with ``padding``) and zero insertion followed by a filter whose
     crop is symmetric (``up > 1``: a strided ``conv_transpose2d`` with the kernel itself, which computes exactly
-    the non-zero taps). Everything else takes the literal route.
+    the non-zero taps). Everything else takes the literal route. ``bias`` (C,) is added to the output (inside the
+    convolution on the fast paths: no extra pass over the image).
     """
     b, c, h, w = x.shape
     kh, kw = kernel.shape
@@ -61,11 +67,11 @@ def upfirdn2d(
     if down == 1 and kh == kw:
         if up == 1 and p0 == p1 >= 0:
             weight = torch.flip(kernel, [0, 1]).to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
-            return F.conv2d(x, weight, padding=p0, groups=c)
+            return F.conv2d(x, weight, bias, padding=p0, groups=c)
         crop0, crop1 = kh - 1 - p0, kh - up - p1  # what the full transposed conv has beyond the wanted output
         if up > 1 and crop0 == crop1 >= 0:
             weight = kernel.to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
-            return F.conv_transpose2d(x, weight, stride=up, padding=crop0, groups=c)
+            return F.conv_transpose2d(x, weight, bias, stride=up, padding=crop0, groups=c)
     if up > 1:  # (h, w) -> (h*up, w*up) with the samples at the top-left of each up x up cell
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
@@ -74,7 +80,7 @@ def upfirdn2d(
     if p0 < 0 or p1 < 0:
         x = x[:, :, max(-p0, 0) : x.shape[2] - max(-p1, 0), max(-p0, 0) : x.shape[3] - max(-p1, 0)]
     weight = torch.flip(kernel, [0, 1]).to(x).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
-    x = F.conv2d(x, weight, groups=c)
+    x = F.conv2d(x, weight, bias, groups=c)
     return x[:, :, ::down, ::down]
 
 
@@ -141,8 +147,8 @@ class Blur(nn.Module):
         self.register_buffer("kernel", make_kernel(kernel) * upsample_factor**2)
         self.pad = pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad, bias=bias)
 
 
 class Upsample(nn.Module):
@@ -218,17 +224,15 @@ class ModulatedConv2d(nn.Module):
             x = x * s.view(batch, self.in_channel, 1, 1)
             weight = self.scale * gain * self.weight[0]
             scale_out = self.demodulation(s) if self.demodulate else None
+        bias_in_conv = bias if scale_out is None else None  # one image: the bias rides on the (blur's) convolution
         if self.upsample:
-            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-            bias_in_conv = None
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2), bias_in_conv)
         else:
-            bias_in_conv = bias if scale_out is None else None
             out = F.conv2d(x, weight, bias_in_conv, padding=self.padding)
-        if scale_out is not None:
-            out = out * scale_out.view(batch, self.out_channel, 1, 1)
-        if bias is not None and bias_in_conv is None:
-            out = out + bias.view(1, -1, 1, 1)
-        return out
+        if scale_out is None:
+            return out
+        scale = scale_out.view(batch, self.out_channel, 1, 1)
+        return out * scale if bias is None else torch.addcmul(bias.view(1, -1, 1, 1), out, scale)
 
 
 class NoiseInjection(nn.Module):
