@@ -10,8 +10,8 @@ Entries (all under ``torch.no_grad``, same x_t, t and x₀):
 
 Goal (issue #10): ``forward.grouped`` ≤ 1.5× ``plain_forward`` at batch 8. ``tiny``: the tiny pixel U-Net and the
 tiny rectifier on the CPU (batch 2). ``real`` (CUDA): a random U-Net with the shapes of google/ddpm-ema-celebahq-256
-(fp16, as ``dtype: auto`` loads it) and the paper's rectifier (ResNet-34 encoder, 256-wide subnets, all mid/up convs)
-in fp32, batch 8.
+(fp32: ``method.base_dtype`` admits nothing else, half precision rounds small Δ away) and the paper's rectifier
+(ResNet-34 encoder, 256-wide subnets, all mid/up convs) in fp32, batch 8.
 
     python -m experiments.bench.rectifier [--sizes tiny|real|all] [--repeats N]
 """
@@ -42,7 +42,7 @@ def build(size: str, device: torch.device):
         base = tiny_unet_prior(seed=SEED, device=device)
         net = tiny_rectifier(base.unet, seed=SEED)
     else:
-        base = random_unet_prior(DDPM_CELEBAHQ_UNET, seed=SEED, dtype="fp16", device=device)
+        base = random_unet_prior(DDPM_CELEBAHQ_UNET, seed=SEED, dtype="fp32", device=device)  # method: fp32 only
         with seeded(SEED, device):
             net = RectifierNet(select_layers(base.unet), base.image_size)
     with seeded(SEED):
