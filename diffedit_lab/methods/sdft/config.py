@@ -59,6 +59,12 @@ class FitConfig(TrainStageConfig):
     fid_monitor: Literal["fid", "kid"] = "fid"
 
     def check(self, key: str) -> None:
+        if self.fid_every > self.steps:
+            raise ConfigError(
+                f"{key}.fid_every",
+                self.fid_every,
+                f"larger than {key}.steps={self.steps}: no evaluation would run (0 = off)",
+            )
         wrong = [m for m in self.fid_metrics if m not in UNPAIRED]
         if wrong or self.fid_monitor not in self.fid_metrics:
             raise ConfigError(
@@ -71,7 +77,7 @@ class SamplerConfig:
     """DDIM from the EMA model (``ema: false`` samples the raw student)."""
 
     steps: int = field(default=40, metadata=bounds(ge=1))
-    eta: float = field(default=0.0, metadata=bounds(ge=0))
+    eta: float = field(default=0.0, metadata=bounds(ge=0, le=1))  # 0: deterministic DDIM, 1: DDPM-like
     batch_size: int = field(default=16, metadata=bounds(ge=1))
     ema: bool = True
     clip_sample: bool | None = None  # null: the scheduler's own setting

@@ -231,9 +231,17 @@ def translate_and_score(
     return {**scorer.result, f"{prefix}/num_images": float(len(loader.dataset))}
 
 
+def check_egsde(module, method: str) -> None:
+    """EGSDE's low-pass filter needs an image size its downsampling factor divides."""
+    size, factor = module.student.image_size, module.cfg.egsde.downsample
+    if method == "egsde" and size % factor:
+        raise UserError(f"method.egsde.downsample={factor}: must divide the prior's image size {size}")
+
+
 def run_translate(module, ctx: StageContext) -> dict[str, float]:
     s = module.cfg.translate
     module.ensure_trained(ctx)
+    check_egsde(module, s.method)
     out = ctx.run_dir / "translate"
     writer = ImageWriter(out, grid_keys=("source", "translated"), grid_columns=s.grid_columns, grid_max=s.grid_max,
                          log_key="translate/grid")  # fmt: skip
@@ -274,6 +282,7 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
         metrics |= scorer.result
     if e.translation_images and e.translation_metrics:
         for method in e.translation_methods:  # Tab. 1: SDEdit and EGSDE rows of the same model
+            check_egsde(module, method)
             prefix = f"eval/translation_{method}"
             metrics |= translate_and_score(module, ctx, e.translation_images, e.translation_metrics, prefix, (), method)
     ctx.write_metrics(metrics)
