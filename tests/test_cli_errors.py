@@ -41,6 +41,7 @@ CASES = [
     (["data=celebahq", "data.num_test=8"], "data.num_test=8"),
     (["data=celebahq", "data.split_mode=sideways"], "data.split_mode"),
     (["data.codes=RANDOM", "stage=select"], "W+ codes"),
+    (["method.weights=/no/such/mapper.pt", "stage=edit"], "method.weights=/no/such/mapper.pt: no such file"),
     (["method.eval.fid_feature=inceptoin"], "fid_feature='inceptoin': expected 'inception'"),
 ]
 

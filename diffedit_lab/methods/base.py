@@ -65,7 +65,13 @@ class EditingMethod(LightningModule):
     @classmethod
     def check_stages(cls, stages: Sequence[Stage], cfg: Any, run_dir: Path) -> None:
         """Start-up checks that depend on which stages run (cheap: nothing is built, nothing written), e.g. that a
-        stage finds what an earlier invocation must have produced. Raise a one-line ``UserError``."""
+        stage finds what an earlier invocation must have produced. Raise a one-line ``UserError``. The base checks
+        that trained-weights files given by path (``method.weights``, ``method.*_weights``) exist: a typo must not
+        fall through to whatever the run dir holds. Overrides call ``super().check_stages(...)``."""
+        for name in ("weights", *(f for f in getattr(cfg, "__dataclass_fields__", {}) if f.endswith("_weights"))):
+            value = getattr(cfg, name, None)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_file():
+                raise UserError(f"method.{name}={value}: no such file")
 
     # --- frozen components ----------------------------------------------------------------------------------
     def component(self, name: str, cfg: DictConfig | dict | None) -> Any:

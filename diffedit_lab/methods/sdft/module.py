@@ -58,6 +58,10 @@ class SDFTModule(EditingMethod):
     def check_stages(cls, stages, cfg: SDFTConfig, run_dir: Path) -> None:
         """Before anything trains: stage edit's Asyrp configs compose and validate; EGSDE translation finds a domain
         classifier (trained in this invocation, given, or left in the run dir by an earlier one)."""
+        super().check_stages(stages, cfg, run_dir)
+        given = cfg.egsde.classifier_weights
+        if given and not Path(given).expanduser().is_file():
+            raise UserError(f"method.egsde.classifier_weights={given}: no such file")
         names = [s.name for s in stages]
         if "edit" in names:
             from diffedit_lab.methods.sdft.edit import check
