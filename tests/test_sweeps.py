@@ -70,9 +70,16 @@ def test_sdft_tables_put_the_papers_numbers_beside_ours(tmp_path, cache_dir):
 
     out = tmp_path / "tables"
     keep = [a for a in tiny_overrides(out, cache_dir, method="sdft") if not a.startswith("paths.output_dir")]
-    tiny = ["data=synthetic", "trainer=cpu", "prior=tiny_unet", "callbacks=none", "trainer.precision=32",
-            "trainer.accumulate_grad_batches=1", "method.translate.source.split_mode=folders",
-            f"hydra.sweep.dir={out}"]  # fmt: skip  (2 bundled photos as the source domain: no FFHQ 80/5/15 split)
+    tiny = [
+        "data=synthetic",
+        "trainer=cpu",
+        "prior=tiny_unet",
+        "callbacks=none",
+        "trainer.precision=32",
+        "trainer.accumulate_grad_batches=1",
+        "method.translate.source.split_mode=folders",
+        f"hydra.sweep.dir={out}",
+    ]  # fmt: skip  (2 bundled photos as the source domain: no FFHQ 80/5/15 split)
     res = _multirun(["experiment=sdft_tables_metfaces", *keep, *tiny])
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["paper"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
