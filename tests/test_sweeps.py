@@ -65,7 +65,7 @@ def test_slurm_launcher_config_composes():
 
 def test_sdft_tables_put_the_papers_numbers_beside_ours(tmp_path, cache_dir):
     """experiment=sdft_tables_metfaces shrunk to the tiny models: three training methods, each fit → classifier →
-    eval with SDEdit and EGSDE translation; the table carries Tab. 1/3's published values beside our columns."""
+    eval with SDEdit and EGSDE translation → Asyrp edit; the table carries Tab. 1–3's published values beside ours."""
     from diffedit_lab.methods.sdft import paper
 
     out = tmp_path / "tables"
@@ -88,6 +88,8 @@ def test_sdft_tables_put_the_papers_numbers_beside_ours(tmp_path, cache_dir):
     assert float(rows["Ours (SDFT)"]["paper:eval/generation/fid"]) == 35.11
     assert float(rows["Ours (SDFT)"]["paper:eval/generation/kid"]) == pytest.approx(17.14e-3)  # the paper's KID×10³
     assert float(rows["Scratch"]["paper:eval/translation_egsde/psnr"]) == 15.15
+    assert float(rows["Ours (SDFT)"]["paper:edit/clip_dir"]) == 0.081 and rows["Scratch"]["paper:edit/clip_dir"] == ""
+    assert all(r["edit/clip_dir"] != "" for r in rows.values())  # every job ran the Asyrp edit stage
     for row in rows.values():
         for key in ("eval/translation_sdedit/psnr", "eval/translation_egsde/fid", "eval/generation/kid"):
             assert row[key] != "", key
