@@ -194,6 +194,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def suite_parser(doc: str, batch_help: str) -> argparse.ArgumentParser:
+    """The command line of a suite run alone (``python -m experiments.bench.<suite>``): sizes, repeats, batch."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--sizes", choices=("tiny", "real", "all"), default="all")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=None, help=batch_help)
+    return p
+
+
+def suite_sizes(choice: str) -> list[str]:
+    """``tiny`` / ``real`` / ``all`` → the sizes to run; real sizes need CUDA (a one-line exit otherwise)."""
+    cuda = torch.cuda.is_available()
+    if choice == "real" and not cuda:
+        raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny")
+    return {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * cuda}[choice]
+
+
 def print_table(results: dict[str, Any]) -> None:
     print(f"\n{'measurement':<28} {'size':<5} {'device':<24} {'median ms':>11} {'min–max ms':>21}")
     for e in results["measurements"]:

@@ -18,13 +18,12 @@ tiny rectifier on the CPU (batch 2). ``real`` (CUDA): a random U-Net with the sh
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, Bench
+from experiments.bench.harness import SEED, Bench, suite_parser, suite_sizes
 from experiments.bench.models import DDPM_CELEBAHQ_UNET, n_params
 
 BATCH = {"tiny": 2, "real": 8}
@@ -122,16 +121,9 @@ def rectified_step(base, x: torch.Tensor, t: torch.Tensor, device: torch.device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", choices=("tiny", "real", "all"), default="all")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=None, help="batch (default: tiny 2, real 8)")
+    p = suite_parser(__doc__, "batch (default: tiny 2, real 8)")
     args = p.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    if args.sizes == "real" and not cuda:
-        raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny")
-    sizes = {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * cuda}[args.sizes]
+    sizes = suite_sizes(args.sizes)
     bench = Bench(args.repeats, args.warmup)
     info = {}
     for size in sizes:

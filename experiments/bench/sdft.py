@@ -14,7 +14,6 @@ U-Net with the shapes of SDFT's source model (the light ADM FFHQ-256, learned σ
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, Bench
+from experiments.bench.harness import SEED, Bench, suite_parser, suite_sizes
 from experiments.bench.models import n_params
 
 BATCH = {"tiny": 2, "real": 8}
@@ -114,17 +113,10 @@ def bench_sdft(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", choices=("tiny", "real", "all"), default="all")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=None, help="per-device batch (default: tiny 2, real 8)")
+    p = suite_parser(__doc__, "per-device batch (default: tiny 2, real 8)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="student U-Net with checkpointing")
     args = p.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    if args.sizes == "real" and not cuda:
-        raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny")
-    sizes = {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * cuda}[args.sizes]
+    sizes = suite_sizes(args.sizes)
     bench = Bench(args.repeats, args.warmup)
     info = {}
     for size in sizes:
