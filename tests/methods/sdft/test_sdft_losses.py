@@ -218,3 +218,34 @@ def test_the_teacher_runs_outside_the_students_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         sdft_loss(student, teacher, _px(0.5), _px(1.0), torch.tensor([1]), LossConfig(), tab)
     assert seen == [False]
+
+
+def test_vb_trains_only_the_variance_channels():
+    """L_vb with the mean stopped: its gradient reaches the variance output (matching a central finite difference of
+    the KL) and never the ε output."""
+    tab = PosteriorTable(BETAS)
+
+    class VarStub(StubPrior):
+        def __init__(self) -> None:
+            super().__init__(0.5, 0.0, True, tab.alphas_cumprod)
+            self.v_param = torch.nn.Parameter(torch.tensor(0.3))
+
+        def forward_raw(self, x, t):
+            return torch.cat([self.a * x, self.v_param.expand_as(x)], 1)
+
+    student = VarStub()
+    cfg = LossConfig(lambda_distill=0.0, lambda_aux=0.0, simple=0.0)
+    x0, eps, t = _px(0.5), _px(1.0), torch.tensor([1])
+    terms = sdft_loss(student, None, x0, eps, t, cfg, tab)
+    terms.total.backward()
+    assert float(student.a.grad) == 0.0  # the ε channel gets nothing from L_vb
+    ab = float(tab.alphas_cumprod[1])
+    x_t = _px(math.sqrt(ab) * 0.5 + math.sqrt(1 - ab) * 1.0)
+    eps_hat = 0.5 * x_t
+
+    def vb_at(v: float) -> float:
+        return float(vb_term(tab, x0, x_t, t, eps_hat, _px(v)))
+
+    h = 1e-3
+    assert float(student.v_param.grad) == pytest.approx((vb_at(0.3 + h) - vb_at(0.3 - h)) / (2 * h), rel=1e-3)
+    assert float(student.v_param.grad) != 0.0
