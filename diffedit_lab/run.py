@@ -81,8 +81,7 @@ def run(cfg: DictConfig) -> RunResult:
     ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, train_stages)
     check_ddp_multirun(cfg)
     checks.check_component_files(cfg, sorted({n for s in stages for n in cls.stage_needs(s, method_cfg)}))
-    if hasattr(cls, "check_stages"):
-        cls.check_stages(stages, method_cfg, run_dir)
+    cls.check_stages(stages, method_cfg, run_dir)
     datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
     if datamodule is not None and hasattr(datamodule, "preflight"):
         datamodule.preflight()  # roots and files exist: still nothing built, nothing written

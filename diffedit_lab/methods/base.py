@@ -95,6 +95,16 @@ class EditingMethod(LightningModule):
             object.__setattr__(obj, "_diffedit_device", self.device)
         return obj
 
+    @property
+    def clip(self) -> Any:
+        """The frozen CLIP of ``cfg.clip`` (text-guided methods), built on first use."""
+        return self.component("clip", getattr(self.cfg, "clip", None))
+
+    @property
+    def identity(self) -> Any:
+        """The face-identity network of ``cfg.identity``, or None when absent (see :meth:`optional_identity`)."""
+        return self.optional_identity(getattr(self.cfg, "identity", None))
+
     def optional_identity(self, cfg: DictConfig | dict | None, name: str = "identity") -> Any:
         """The identity network, or None (one warning) when its weights file is absent: identity losses and metrics
         are then skipped rather than computed with random weights."""

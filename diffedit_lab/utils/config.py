@@ -22,3 +22,15 @@ def compose_config(overrides: Sequence[str] = (), config_dir: str | Path = CONF_
             return compose(config_name="config", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_nested(overrides: Sequence[str]) -> DictConfig:
+    """The root config with ``overrides`` for a run nested in another (a comparison's entries, SDFT's Asyrp edits):
+    through the running app's Hydra instance when there is one (its search path, its ``hydra.*``), else from scratch."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose
+
+        return compose(config_name="config", overrides=list(overrides))
+    return compose_config(overrides)

@@ -95,14 +95,6 @@ class AsyrpModule(EditingMethod):
             )
         return prior
 
-    @property
-    def clip(self):
-        return self.component("clip", self.cfg.clip)
-
-    @property
-    def identity(self):
-        return self.optional_identity(self.cfg.identity)
-
     def build_networks(self) -> None:
         """The Δh network, sized by the prior's bottleneck and seeded (``hspace.init_seed``). Idempotent."""
         if self.delta is not None:

@@ -39,14 +39,6 @@ class ImageEditBaseline(EditingMethod):
     def teacher(self):
         return self.component("teacher", self.cfg.teacher)
 
-    @property
-    def clip(self):
-        return self.component("clip", self.cfg.clip)
-
-    @property
-    def identity(self):
-        return self.optional_identity(self.cfg.identity)
-
     def text_embeddings(self, text: str, batch: int) -> torch.Tensor:
         return self.teacher.encode_text([text] * batch)
 

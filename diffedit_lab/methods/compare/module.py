@@ -16,12 +16,11 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from diffedit_lab.methods.base import EditingMethod
 from diffedit_lab.methods.compare import report
 from diffedit_lab.methods.compare.config import CompareConfig, EntryConfig
 from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils.config import compose_nested
 from diffedit_lab.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -30,19 +29,6 @@ log = logging.getLogger(__name__)
 def _quote(text: str) -> str:
     """A Hydra override value for free text."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def compose(overrides: list[str]) -> DictConfig:
-    """The root config with ``overrides``: inside a running app through its Hydra instance, else from scratch."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra import compose as hydra_compose
-
-        return hydra_compose(config_name="config", overrides=overrides)
-    from diffedit_lab.utils.config import compose_config
-
-    return compose_config(overrides)
 
 
 class CompareMethod(EditingMethod):
@@ -72,7 +58,7 @@ class CompareMethod(EditingMethod):
         overrides = self.entry_overrides(name, entry, ctx, sources)
         log.info("compare: %s ← python -m diffedit_lab %s", name, " ".join(overrides))
         try:
-            result = run(compose(overrides))
+            result = run(compose_nested(overrides))
         except UserError as exc:
             raise UserError(f"compare entry '{name}' (method={entry.method}): {exc}") from None
         return result.metrics

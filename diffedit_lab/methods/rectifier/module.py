@@ -75,10 +75,6 @@ class RectifierModule(EditingMethod):
             raise UserError(f"method.base must build a pixel UnconditionalPrior (a UNet2DModel), got {type(prior)}")
         return prior
 
-    @property
-    def clip(self):
-        return self.component("clip", self.cfg.clip)
-
     def new_net(self) -> RectifierNet:
         """A freshly initialised rectifier for the base U-Net (Δ = 0), seeded by ``net.init_seed``."""
         n, base = self.cfg.net, self.base

@@ -80,14 +80,6 @@ class SDDModule(EditingMethod):
             )
         return self._frozen["sds"]
 
-    @property
-    def identity(self):
-        return self.optional_identity(self.cfg.identity)
-
-    @property
-    def clip(self):
-        return self.component("clip", self.cfg.clip)
-
     # --- codes and images -------------------------------------------------------------------------------------
     def codes_from_batch(self, batch: dict) -> torch.Tensor:
         """W+ codes (B, L, D): given in the batch, or mapped from integer seeds through the generator."""

@@ -31,10 +31,10 @@ TABLE_METRICS = ("clip_dir", "identity")
 
 def asyrp_node(method: str, prompt: str, overrides: list[str]):
     """The ``method`` node of ``method=<method> prompt=<prompt> <overrides>`` (inside a running app or not)."""
-    from diffedit_lab.methods.compare.module import compose
+    from diffedit_lab.utils.config import compose_nested
 
     try:
-        return compose([f"method={method}", f"prompt={prompt}", "logger=none", *overrides]).method
+        return compose_nested([f"method={method}", f"prompt={prompt}", "logger=none", *overrides]).method
     except Exception as exc:  # Hydra's composition errors: one line naming the prompt
         raise UserError(f"method.edit: cannot compose method={method} prompt={prompt}: {exc}") from None
 

@@ -91,6 +91,7 @@ class SDFTModule(EditingMethod):
         self._trained = False
         self.quality_monitor = None
         self.editors: dict = {}  # prompt -> the AsyrpModule of stage edit
+        self._views: dict = {}  # (ema, device, dtype) -> the sampler's prior view (a plain dict: not a child)
         self._noise = torch.Generator().manual_seed(int(self.cfg.seed))  # t and ε; checkpointed
 
     # --- networks ---------------------------------------------------------------------------------------------
@@ -128,9 +129,11 @@ class SDFTModule(EditingMethod):
         self.build_networks()
         unet = self.ema.module if ema else self.student.unet
         param = next(unet.parameters())
-        prior = UnconditionalPrior(unet, self.student.scheduler, dtype=param.dtype, trainable=True)
-        prior.to(param.device)
-        return prior
+        key = (ema, param.device, param.dtype)  # built once per placement, not per sampled batch
+        if key not in self._views:
+            prior = UnconditionalPrior(unet, self.student.scheduler, dtype=param.dtype, trainable=True)
+            self._views[key] = prior.to(param.device)
+        return self._views[key]
 
     # --- stages -----------------------------------------------------------------------------------------------
     def run_stage(self, stage: Stage, ctx: StageContext) -> None:
