@@ -76,20 +76,29 @@ class SplitDataModule(L.LightningDataModule):
     def _check_loadable(self, split: str, dataset: Dataset) -> None:
         """Hook: complain about an empty split (the image datamodule raises for an empty train split)."""
 
+    def train_loader_for(
+        self, dataset: Dataset, drop_last: bool | None = None, cap_batch: bool = False
+    ) -> ResumableDataLoader:
+        """The train loader this datamodule builds (seeded resumable order, flips, workers), over ``dataset`` — e.g.
+        a part of the train split a stage trains on (:class:`ItemRange`); ``cap_batch``: at most its length."""
+        o = self._loader_settings("train")
+        batch = min(o["batch_size"], max(1, len(dataset))) if cap_batch else o["batch_size"]
+        return resumable_train_loader(
+            dataset,
+            batch,
+            o["seed"],
+            drop_last=o["drop_last"] if drop_last is None else drop_last,
+            flips=o.get("flips", False),
+            num_workers=o["num_workers"],
+            pin_memory=o.get("pin_memory", False),
+        )
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
         self._check_loadable(split, dataset)
         o = self._loader_settings(split)
         if split == "train":
-            return resumable_train_loader(
-                dataset,
-                o["batch_size"],
-                o["seed"],
-                drop_last=o["drop_last"],
-                flips=o.get("flips", False),
-                num_workers=o["num_workers"],
-                pin_memory=o.get("pin_memory", False),
-            )
+            return self.train_loader_for(dataset)
         return DataLoader(
             dataset,
             batch_size=o["batch_size"],
@@ -126,3 +135,24 @@ def split_loader(
     if key is not None and key not in ds[0]:
         raise UserError(f"{what} needs images: data={type(datamodule).__name__} has no '{key}' items")
     return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+class ItemRange(Dataset):
+    """Items ``start … stop−1`` of ``dataset`` as a dataset of their own; passes the resumable sampler's
+    ``(index, flip)`` keys through (``torch.utils.data.Subset`` does not)."""
+
+    def __init__(self, dataset: Dataset, start: int = 0, stop: int | None = None) -> None:
+        n = len(dataset)
+        self.dataset, self.start = dataset, max(0, min(int(start), n))
+        self.stop = n if stop is None else max(self.start, min(int(stop), n))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return (
+            self.dataset[(self.start + index, *key[1:])] if isinstance(key, tuple) else self.dataset[self.start + key]
+        )

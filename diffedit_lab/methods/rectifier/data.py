@@ -4,30 +4,12 @@ attribute on about 100 images), served by the same seeded, resumable loader as e
 from __future__ import annotations
 
 from lightning import LightningDataModule
-from torch.utils.data import Dataset
 
-from diffedit_lab.data.sampler import resumable_train_loader
-
-
-class FirstImages(Dataset):
-    """``dataset`` restricted to its first ``n`` items; passes the sampler's ``(index, flip)`` keys through."""
-
-    def __init__(self, dataset: Dataset, n: int | None) -> None:
-        self.dataset = dataset
-        self.n = len(dataset) if n is None else min(int(n), len(dataset))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, key):
-        index = key[0] if isinstance(key, tuple) else key
-        if not 0 <= index < self.n:
-            raise IndexError(index)
-        return self.dataset[key]
+from diffedit_lab.data.base import ItemRange
 
 
 class EditTrainData(LightningDataModule):
-    """Wraps the run's datamodule: training batches of :class:`FirstImages` of its train split."""
+    """Wraps the run's datamodule: training batches of the first ``n`` images of its train split."""
 
     def __init__(self, datamodule, n: int | None) -> None:
         super().__init__()
@@ -35,16 +17,4 @@ class EditTrainData(LightningDataModule):
 
     def train_dataloader(self):
         dm = self.datamodule
-        dm.setup("fit")
-        data = FirstImages(dm.dataset("train"), self.n)
-        o = dm._loader_settings("train")
-        batch = min(o["batch_size"], len(data))
-        return resumable_train_loader(
-            data,
-            batch,
-            o["seed"],
-            drop_last=True,
-            flips=o.get("flips", False),
-            num_workers=o["num_workers"],
-            pin_memory=o.get("pin_memory", False),
-        )
+        return dm.train_loader_for(ItemRange(dm.dataset("train"), 0, self.n), drop_last=True, cap_batch=True)

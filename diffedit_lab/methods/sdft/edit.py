@@ -18,8 +18,8 @@ import logging
 from statistics import mean
 
 from omegaconf import OmegaConf
-from torch.utils.data import Dataset
 
+from diffedit_lab.data.base import ItemRange
 from diffedit_lab.methods.sdft import paper
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.errors import UserError
@@ -37,23 +37,6 @@ def asyrp_node(method: str, prompt: str, overrides: list[str]):
         return compose_nested([f"method={method}", f"prompt={prompt}", "logger=none", *overrides]).method
     except Exception as exc:  # Hydra's composition errors: one line naming the prompt
         raise UserError(f"method.edit: cannot compose method={method} prompt={prompt}: {exc}") from None
-
-
-class _Range(Dataset):
-    """Items ``start … stop−1`` of ``base``; keeps the image datasets' ``(index, flip)`` keys working."""
-
-    def __init__(self, base, start: int, stop: int) -> None:
-        self.base, self.start, self.stop = base, int(start), int(stop)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, i):
-        if isinstance(i, tuple):
-            return self.base[(self.start + i[0], *i[1:])]
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.base[self.start + i]
 
 
 class CarvedSplits:
@@ -75,9 +58,9 @@ class CarvedSplits:
                 "to evaluate on (lower it with \"method.edit.overrides=['method.fit.num_images=N']\")"
             )
         if split == "train":
-            return _Range(base, 0, self.n_train)
+            return ItemRange(base, 0, self.n_train)
         if split == "test":
-            return _Range(base, self.n_train, len(base))
+            return ItemRange(base, self.n_train)
         raise UserError(f"SDFT edit: no split '{split}' (train, test)")
 
 
