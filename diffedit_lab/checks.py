@@ -88,6 +88,13 @@ def check_ckpt_path(ckpt_path: Any, run_dir: Path, train_stages: list[str]) -> s
     return str(path)
 
 
+def check_overwrite(value: Any) -> bool:
+    """``overwrite`` must be a boolean: it decides whether finished outputs are moved aside."""
+    if not isinstance(value, bool):
+        raise ConfigError("overwrite", value, "expected true or false")
+    return value
+
+
 def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 

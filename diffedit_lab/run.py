@@ -19,6 +19,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffedit_lab import checks
+from diffedit_lab.methods.preflight import Preflight, move_aside
 from diffedit_lab.methods.stage import StageContext, check_stages, instantiate_all
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
@@ -63,10 +64,29 @@ def method_class_of(node: DictConfig) -> type:
         raise UserError(f"method._target_={target!r}: cannot import it ({type(exc).__name__})") from None
 
 
-def run(cfg: DictConfig) -> RunResult:
-    from lightning import seed_everything
+@dataclass
+class Plan:
+    """A run checked and ready: every value validated, every requested stage's start-up checks passed, nothing
+    built, nothing written (``doomed``: finished outputs ``overwrite=true`` will move aside)."""
 
-    # --- cheap checks first: nothing is built until every value is known to be valid ----------------------
+    cls: type
+    method_cfg: Any
+    stages: list
+    run_dir: Path
+    ckpt_path: str | None
+    datamodule: Any
+    overwrite: bool
+    doomed: list[Path]
+
+    @property
+    def train_stages(self) -> list[str]:
+        return [s.name for s in self.stages if s.train]
+
+
+def prepare(cfg: DictConfig, check_data: bool = True) -> Plan:
+    """Every start-up check of ``cfg`` — method schema, trainer and data keys, stages, ``ckpt_path``, weight
+    files, the data, and each requested stage's own checks — before anything is built or written. A comparison
+    calls it for each entry before the first runs (``check_data=False`` for data another entry produces)."""
     cls = method_class_of(cfg.method)
     method_cfg = checks.validate_method(cls, cfg.method)
     checks.check_trainer(cfg.trainer)
@@ -77,17 +97,28 @@ def run(cfg: DictConfig) -> RunResult:
         requested = OmegaConf.to_container(requested)
     stages = check_stages(cls.STAGES, requested, cfg.method.get("name", cls.__name__))
     run_dir = Path(cfg.paths.output_dir)
-    train_stages = [s.name for s in stages if s.train]
-    ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, train_stages)
+    ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, [s.name for s in stages if s.train])
     check_ddp_multirun(cfg)
     checks.check_component_files(cfg, sorted({n for s in stages for n in cls.stage_needs(s, method_cfg)}))
-    cls.check_stages(stages, method_cfg, run_dir)
-    datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
+    overwrite = checks.check_overwrite(cfg.get("overwrite", False))
+    datamodule = instantiate(cfg.data) if cfg.get("data") is not None and check_data else None
     if datamodule is not None and hasattr(datamodule, "preflight"):
-        datamodule.preflight()  # roots and files exist: still nothing built, nothing written
+        datamodule.preflight()  # roots, list files and at least one image: still nothing built, nothing written
+    pre = Preflight(run_dir, stages, cls.STAGES, datamodule, ckpt_path, overwrite)
+    doomed = cls.check_stages(method_cfg, pre)  # every requested stage's checks, before the first one starts
+    return Plan(cls, method_cfg, stages, run_dir, ckpt_path, datamodule, overwrite, doomed)
+
+
+def run(cfg: DictConfig) -> RunResult:
+    from lightning import seed_everything
+
+    plan = prepare(cfg)  # cheap checks first: nothing is built until every value is known to be valid
+    cls, method_cfg, stages, run_dir, datamodule = plan.cls, plan.method_cfg, plan.stages, plan.run_dir, plan.datamodule
+    ckpt_path, train_stages = plan.ckpt_path, plan.train_stages
 
     seed_everything(int(cfg.seed), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    move_aside(plan.doomed)  # overwrite=true: a finished stage's output is renamed, never deleted
     # a later invocation on the same run dir (hydra.run.dir=<old run>) keeps the first config next to its own
     config_file = run_dir / "config_resolved.yaml"
     if config_file.exists():
@@ -104,6 +135,7 @@ def run(cfg: DictConfig) -> RunResult:
         loggers=loggers,
         ckpt_path=ckpt_path,
         first_train_stage=train_stages[0] if train_stages else None,
+        overwrite=plan.overwrite,
     )
     previous = run_dir / "metrics.json"
     if previous.is_file():  # stages run earlier on this run dir: merge, never drop their results

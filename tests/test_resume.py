@@ -72,6 +72,7 @@ def _final(run_dir: Path, stage: str) -> dict:
     return torch.load(run_dir / "checkpoints" / stage / "last.ckpt", weights_only=False, map_location="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_sigkill_then_resume_is_bit_exact(method, tmp_path):
     stage, overrides, wait_for = CASES[method]

@@ -21,6 +21,7 @@ def test_fast_dev_run_all_stages(compose, tmp_path):
     assert (out / "selection" / "scores.csv").is_file() and (out / "edit" / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_step_count(compose, tmp_path):
     out = tmp_path / "run"
     run(compose("stage=fit", "method.fit.steps=4", out_dir=out))
@@ -53,6 +54,7 @@ def test_unknown_stage_is_a_user_error(compose):
         run(compose("stage=sample"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkeypatch):
     from diffedit_lab.models.mapper import LevelsMapper
 
@@ -75,6 +77,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path, monkey
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
     out = tmp_path / "cli"
     args = [a for a in tiny_overrides(out, cache_dir) if not a.startswith("paths.output_dir")]
@@ -162,7 +165,7 @@ def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     saved = torch.load(trained / "mapper.pt", weights_only=True)["mapper"]
 
     # a new run dir with no mapper: a clear error instead of editing with a random mapper
-    with pytest.raises(UserError, match="no trained mapper"):
+    with pytest.raises(UserError, match="no trained SDD mapper"):
         run(compose("stage=edit", out_dir=tmp_path / "fresh"))
 
     from diffedit_lab.methods.sdd.module import SDDModule
@@ -193,6 +196,7 @@ def test_ckpt_path_last_without_checkpoint_is_a_user_error(compose, tmp_path):
         run(compose("stage=fit", "ckpt_path=/no/such.ckpt", out_dir=tmp_path / "new"))
 
 
+@pytest.mark.slow
 def test_later_stages_on_the_same_run_dir_keep_earlier_metrics_and_prompt_must_match(compose, tmp_path):
     out = tmp_path / "run"
     run(compose("stage=[select,fit]", "method.fit.steps=2", out_dir=out))

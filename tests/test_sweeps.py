@@ -20,6 +20,7 @@ def _tiny(out, cache_dir) -> list[str]:
     return [*keep, "stage=[select,fit,eval]", "callbacks=none", f"hydra.sweep.dir={out}"]
 
 
+@pytest.mark.slow
 def test_selection_ablation_writes_comparison_table(tmp_path, cache_dir):
     out = tmp_path / "ablation"
     res = _multirun(["experiment=sdd_selection_ablation", *_tiny(out, cache_dir)])
@@ -37,6 +38,7 @@ def test_selection_ablation_writes_comparison_table(tmp_path, cache_dir):
     assert (out / "comparison.md").is_file()
 
 
+@pytest.mark.slow
 def test_optuna_sweep_runs(tmp_path, cache_dir):
     out = tmp_path / "optuna"
     res = _multirun(
@@ -63,6 +65,7 @@ def test_slurm_launcher_config_composes():
     assert "submitit_slurm" in res.stdout or "SlurmLauncher" in res.stdout
 
 
+@pytest.mark.slow
 def test_sdft_tables_put_the_papers_numbers_beside_ours(tmp_path, cache_dir):
     """experiment=sdft_tables_metfaces shrunk to the tiny models: three training methods, each fit → classifier →
     eval with SDEdit and EGSDE translation → Asyrp edit; the table carries Tab. 1–3's published values beside ours."""

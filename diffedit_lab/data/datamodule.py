@@ -27,7 +27,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffedit_lab.data.base import SPLITS, SplitDataModule
-from diffedit_lab.data.images import RESIZE_MODES, FolderSource, ImageDataset, ImageSource, target_size
+from diffedit_lab.data.images import (
+    IMAGE_EXTENSIONS,
+    RESIZE_MODES,
+    FolderSource,
+    ImageDataset,
+    ImageSource,
+    target_size,
+)
 from diffedit_lab.data.lsun import LmdbSource, is_lmdb
 from diffedit_lab.utils.errors import UserError
 
@@ -134,8 +141,16 @@ class ImageDataModule(SplitDataModule):
         """Hook for subclasses that create their root on first use (bundled samples)."""
 
     def preflight(self) -> None:
+        """Start-up checks, before any model is built: the root exists and holds at least one image (or is an
+        LMDB), and every list file named (exclude/include/split lists) exists. Reads no image."""
         self._prepare_root()
-        self._check_root()
+        root = self._check_root()
+        for key, name in (("exclude_list", self.exclude_list), ("include_list", self.include_list),
+                          *((f"{s}_list", n) for s, n in self.split_lists.items())):  # fmt: skip
+            if name:
+                _resolve_list(name, key, root)
+        if self.format != "lmdb" and not is_lmdb(root) and not _has_image(root):
+            raise self._layout_error(f"no images found under '{root}'")
 
     def _layout_error(self, problem: str) -> UserError:
         return UserError(_one_line(f"{problem}; {self.layout_hint} (set data.root=<dir> or paths.data_dir=<dir>)"))
@@ -323,6 +338,17 @@ class _Checker:
                 if limit is not None and len(good) >= limit:
                     return good[:limit]
         return good
+
+
+def _has_image(root: Path) -> bool:
+    """At least one image file (or LMDB) anywhere under ``root`` — stops at the first one found."""
+    for _folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+            return True
+        if "data.mdb" in files:
+            return True
+    return False
 
 
 def _count(n: int, fraction: float) -> int:

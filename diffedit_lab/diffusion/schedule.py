@@ -7,9 +7,40 @@ timesteps ``t`` (any shape) and return tensors shaped like ``t`` — so they wor
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import torch
 
 from diffedit_lab.utils.errors import UserError
+
+
+def betas_float64(scheduler: Any) -> torch.Tensor:
+    """The betas of a diffusers scheduler recomputed in float64 from its config, as guided-diffusion builds them
+    (``np.linspace(..., dtype=float64)``; the cosine schedule from Python floats). diffusers keeps its betas and
+    ᾱ in float32, which puts 1 − ᾱ_t near t = 0 off by ~1e-4 relative. ``trained_betas`` are taken as given;
+    schedules without a closed form here (``laplace``, ``sigmoid``, zero-terminal-SNR rescaling) fall back to the
+    scheduler's own float32 betas, upcast."""
+    cfg = scheduler.config
+    n, kind = int(cfg.num_train_timesteps), cfg.get("beta_schedule", "linear")
+    if cfg.get("trained_betas") is not None:
+        return torch.from_numpy(np.asarray(cfg.trained_betas, dtype=np.float64).copy())
+    if cfg.get("rescale_betas_zero_snr", False):
+        kind = None
+    if kind == "linear":
+        betas = np.linspace(cfg.beta_start, cfg.beta_end, n, dtype=np.float64)
+    elif kind == "scaled_linear":
+        betas = np.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, n, dtype=np.float64) ** 2
+    elif kind == "squaredcos_cap_v2":
+
+        def ab(s: float) -> float:
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = np.array([min(1 - ab((i + 1) / n) / ab(i / n), 0.999) for i in range(n)], dtype=np.float64)
+    else:
+        return scheduler.betas.double().cpu()
+    return torch.from_numpy(betas)
 
 
 def alpha_bar(alphas_cumprod: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:

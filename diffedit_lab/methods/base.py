@@ -25,12 +25,13 @@ import torch
 from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
-from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
+from diffedit_lab.methods.preflight import Preflight, find_trained, missing_trained, protect_outputs
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.schema import as_dict, validate
+from diffedit_lab.utils.weights import check_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class EditingMethod(LightningModule):
         self._rngs: dict[str, torch.Generator] = {}
         self._pending_rng_states: dict[str, torch.Tensor] = {}
         self.stage: Stage | None = None
+        self._trained_stages: set[str] = set()  # training stages whose product is in memory
         self._predict_fn: Callable | None = None
 
     @classmethod
@@ -63,15 +65,48 @@ class EditingMethod(LightningModule):
         return stage.needs
 
     @classmethod
-    def check_stages(cls, stages: Sequence[Stage], cfg: Any, run_dir: Path) -> None:
-        """Start-up checks that depend on which stages run (cheap: nothing is built, nothing written), e.g. that a
-        stage finds what an earlier invocation must have produced. Raise a one-line ``UserError``. The base checks
-        that trained-weights files given by path (``method.weights``, ``method.*_weights``) exist: a typo must not
-        fall through to whatever the run dir holds. Overrides call ``super().check_stages(...)``."""
+    def check_stages(cls, cfg: Any, pre: Preflight) -> list[Path]:
+        """Every start-up check of the requested stages, before the first one starts (nothing built or written):
+
+        * trained-weights files given by path (``method.weights``, ``method.*_weights``) exist and are whole;
+        * each stage that loads a training stage's product (``Stage.uses``) finds it when that stage does not run;
+        * the method's own per-stage checks, ``check_<stage>(cfg, pre)`` classmethods, declared once per stage
+          (returning the finished outputs of nested runs that ``overwrite=true`` moves aside, if any);
+        * a training stage that would start over in a run dir holding its finished output stops (one line), unless
+          ``overwrite=true``: then the paths to move aside are returned.
+
+        Raise a one-line ``UserError``. Methods add checks through ``check_<stage>``, not by overriding this."""
         for name in ("weights", *(f for f in getattr(cfg, "__dataclass_fields__", {}) if f.endswith("_weights"))):
             value = getattr(cfg, name, None)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_file():
-                raise UserError(f"method.{name}={value}: no such file")
+            if isinstance(value, str) and value:
+                if not Path(value).expanduser().is_file():
+                    raise UserError(f"method.{name}={value}: no such file")
+                check_weights_file(value, f"method.{name}")
+        doomed = protect_outputs(pre)  # first: whether a finished stage may be replaced at all
+        for stage in pre.stages:
+            uses = cls.stage_uses(stage, cfg)
+            if uses is not None and not pre.runs(uses):
+                cls.trained_file(cfg, pre.run_dir, pre.ckpt_path, uses)
+            check = getattr(cls, f"check_{stage.name}", None)
+            if check is not None:
+                doomed += check(cfg, pre) or []  # a stage running nested runs may name their outputs too
+        return doomed
+
+    @classmethod
+    def stage_uses(cls, stage: Stage, cfg: Any) -> str | None:
+        """The training stage whose product ``stage`` loads with this config (default: ``Stage.uses``)."""
+        return stage.uses
+
+    @classmethod
+    def trained_file(cls, cfg: Any, run_dir: Path, ckpt_path: str | None, train_stage: str) -> Path:
+        """The product of ``train_stage`` (lookup: :func:`~diffedit_lab.methods.preflight.find_trained`), checked
+        to exist and be a whole checkpoint; else one line saying how to get it."""
+        train = next(s for s in cls.STAGES if s.name == train_stage)
+        what = train.product or f"{train.name} output"
+        path = find_trained(cfg, run_dir, ckpt_path, train)
+        if path is None:
+            raise missing_trained(train, what)
+        return check_weights_file(path, f"trained {what}")
 
     # --- frozen components ----------------------------------------------------------------------------------
     def component(self, name: str, cfg: DictConfig | dict | None) -> Any:
@@ -198,26 +233,28 @@ class EditingMethod(LightningModule):
                 self._pending_rng_states[key] = state  # applied when the stream is first used
 
     # --- trained weights --------------------------------------------------------------------------------------
-    def trained_weights_path(self, ctx: StageContext, export_name: str, train_stage: str, what: str) -> Path:
-        """Where an inference stage finds what ``train_stage`` produced when it did not run in this invocation.
+    def ensure_trained(self, ctx: StageContext, train_stage: str = "fit") -> None:
+        """Inference without ``train_stage`` in this invocation: load its product once (lookup in
+        :meth:`trained_weights_path`) through the method's :meth:`load_trained`."""
+        if train_stage in self._trained_stages:
+            return
+        path = self.trained_weights_path(ctx, train_stage)
+        self.load_trained(path, train_stage)
+        self._trained_stages.add(train_stage)
+        log.info("loaded the trained %s from %s", train_stage, path)
 
-        Looked up in order: ``method.weights`` (an exported file or a Lightning ``.ckpt``), ``ckpt_path`` (``last`` =
-        ``checkpoints/<train_stage>/last.ckpt`` of the run dir), then ``<run dir>/<export_name>``.
-        """
-        ckpt = ctx.ckpt_path
-        if ckpt == "last":
-            ckpt = latest_checkpoint(ctx.checkpoint_dir(train_stage))
-        candidates = [getattr(self.cfg, "weights", None), ckpt, ctx.run_dir / export_name]
-        for c in candidates:
-            if c and Path(str(c)).expanduser().is_file():
-                return Path(str(c)).expanduser()
-        named = [str(c) for c in candidates[:2] if c]
-        raise UserError(
-            f"no trained {what}"
-            + (f" ({', '.join(named)} not found)" if named else "")
-            + f": run stage {train_stage} first, or pass method.weights=<run>/{export_name}"
-            f" (or ckpt_path=<run>/checkpoints/{train_stage}/last.ckpt)"
-        )
+    def mark_trained(self, train_stage: str) -> None:
+        """``train_stage`` trained (or loaded) in this invocation: later stages use the weights in memory."""
+        self._trained_stages.add(train_stage)
+
+    def load_trained(self, path: Path, train_stage: str) -> None:
+        """Load the product of ``train_stage`` from ``path`` (an export or a Lightning checkpoint)."""
+        raise NotImplementedError(f"{type(self).__name__} has no trained weights to load for {train_stage}")
+
+    def trained_weights_path(self, ctx: StageContext, train_stage: str) -> Path:
+        """Where an inference stage finds what ``train_stage`` produced when it did not run in this invocation
+        (the same lookup as the start-up check: ``method.<weights_key>``, ``ckpt_path``, the run dir's export)."""
+        return self.trained_file(self.cfg, ctx.run_dir, ctx.ckpt_path, train_stage)
 
     # --- evaluation of any folders ------------------------------------------------------------------------
     def evaluate_folder(

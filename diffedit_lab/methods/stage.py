@@ -38,13 +38,22 @@ class Stage:
     """One step of a method. ``train``: runs ``trainer.fit`` with its own Trainer and checkpoints.
     ``distributed``: runs on every DDP rank (training stages always do); otherwise rank 0 only.
     ``needs``: the method's component keys (e.g. ``generator``, ``teacher``) whose weight files the stage loads;
-    the runner checks that those files exist before anything is built (a typo never costs a teacher load)."""
+    the runner checks that those files exist before anything is built (a typo never costs a teacher load).
+    ``outputs`` (training stages): the run-dir files/folders the stage exports when it finishes — with
+    ``checkpoints/<name>/`` they are its finished output, never replaced without ``overwrite=true``; the first is
+    what later invocations load. ``weights_key``: the method config key (dotted) naming a given file of this
+    stage's product instead. ``uses``: the training stage whose product an inference stage loads (checked at
+    start-up when that stage does not run in the same invocation)."""
 
     name: str
     train: bool = False
     distributed: bool = False
     default: bool = True  # part of the method's default sequence (``stage=null``)
     needs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    weights_key: str = "weights"
+    uses: str | None = None
+    product: str = ""  # what a training stage produces, in messages ("SDD mapper")
 
     def __post_init__(self) -> None:
         if self.train:
@@ -93,6 +102,7 @@ class StageContext:
     loggers: list = field(default_factory=list)
     ckpt_path: str | None = None
     first_train_stage: str | None = None
+    overwrite: bool = False  # overwrite=true: nested runs (a comparison's entries) may replace their outputs too
     metrics: dict[str, float] = field(default_factory=dict)
     trainer: Trainer | None = None  # the stage's current Trainer (set by the factory)
 

@@ -13,7 +13,15 @@ import torch
 
 from diffedit_lab.utils.weights import load_weights
 
-__all__ = ["atomic_json_dump", "atomic_torch_save", "atomic_write", "load_weights", "save_grid", "save_images"]
+__all__ = [
+    "atomic_dir",
+    "atomic_json_dump",
+    "atomic_torch_save",
+    "atomic_write",
+    "load_weights",
+    "save_grid",
+    "save_images",
+]
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:
@@ -33,6 +41,26 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_dir(path: str | os.PathLike, write_fn) -> Path:
+    """Call ``write_fn(tmp_dir)`` then put the folder at ``path`` (a previous one is replaced only after the new
+    one is complete), so a crash never leaves a half-written model folder."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        write_fn(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def atomic_json_dump(obj: Any, path: str | os.PathLike) -> Path:

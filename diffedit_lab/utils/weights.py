@@ -3,6 +3,8 @@
 * :func:`load_weights` reads a PyTorch checkpoint (``torch.load(weights_only=True)``: tensors and plain containers
   only, never code) or a safetensors file; anything else — random bytes, a truncated archive, a pickle of
   arbitrary objects, a text file, a directory — is one line naming the file and what was expected.
+* :func:`check_weights_file` is the start-up form: the file exists and its container is whole (no tensor read);
+  :func:`load_state_into` loads a state dict into a module with a wrong layout/shape as one line naming the keys.
 * :func:`offline_mode` is the project's one "no downloads" switch (``HF_HUB_OFFLINE``, read now, not at import).
 * :func:`hf_cached_file` finds a Hugging Face Hub file in the local cache without touching the network.
 * :func:`resolve_hub_file` finds a file that torchvision / torch-fidelity would download into the torch hub cache:
@@ -70,6 +72,90 @@ def load_weights(path: str | os.PathLike, what: str = "weights", expected: str |
     raise UserError(
         f"{what}: '{path}' is not a readable PyTorch checkpoint or safetensors file ({problem}; expected {expected})"
     )
+
+
+def check_weights_file(path: str | os.PathLike, what: str = "weights", expected: str | None = None) -> Path:
+    """Start-up check of a weight file a later stage will load, without reading its tensors: it exists and its
+    container is whole (a zip's central directory, a safetensors header that covers the file's length). The same
+    one-line :class:`UserError` as :func:`load_weights`; folders (diffusers models) pass through."""
+    path = Path(path).expanduser()
+    expected = expected or DEFAULT_EXPECTED
+    if not path.exists():
+        raise UserError(f"{what}: file not found: '{path}' (set the config to the local path of the file)")
+    if path.is_dir():
+        return path
+    kind, problem = _sniff(path)
+    if kind == "zip":
+        problem = _zip_problem(path)
+    elif kind == "safetensors":
+        problem = _safetensors_problem(path)
+    if problem is not None:
+        raise UserError(
+            f"{what}: '{path}' is not a readable PyTorch checkpoint or safetensors file ({problem}; "
+            f"expected {expected})"
+        )
+    return path
+
+
+def _zip_problem(path: Path) -> str | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return _corrupt_reason("zip")
+    if not any(n.endswith("data.pkl") for n in names):
+        return "it is a zip archive that torch.save did not write"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, OSError, struct.error):
+        return _corrupt_reason("safetensors")
+    return None if 8 + n + end <= path.stat().st_size else _corrupt_reason("safetensors")
+
+
+def load_state_into(
+    module: torch.nn.Module,
+    state: Any,
+    path: str | os.PathLike,
+    what: str,
+    prefix: str = "",
+) -> None:
+    """``module.load_state_dict`` (strict) of the ``prefix``-ed entries of ``state`` (a state dict, or a Lightning
+    checkpoint holding one under ``state_dict``), with a wrong layout or shape as ONE line naming the file, what
+    was expected and the keys that differ — never a traceback."""
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kind = type(state).__name__ if not isinstance(state, dict) else "dict of non-tensors"
+        raise UserError(f"{what}: '{path}' holds a {kind}, expected a state dict of {type(module).__name__}")
+    mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(mine))
+    unexpected = sorted(set(mine) - set(own))
+    if missing or unexpected or not mine:
+        raise UserError(
+            f"{what}: '{path}' does not have the expected layout ({len(own)} tensors"
+            + (f" under '{prefix}'" if prefix else "")
+            + f"): missing {_few(missing)}, unexpected {_few(unexpected)}"
+        )
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mine.items() if v.shape != own[k].shape]
+    if wrong:
+        raise UserError(f"{what}: '{path}' does not match the model's shapes (file vs model): {_few(wrong)}")
+    module.load_state_dict(mine, strict=True)
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    return "[" + ", ".join(items[:n]) + (f", … {len(items) - n} more" if len(items) > n else "") + "]"
 
 
 def _sniff(path: Path) -> tuple[str | None, str | None]:

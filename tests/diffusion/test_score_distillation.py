@@ -115,6 +115,54 @@ def test_topk_sparsify_is_over_the_whole_batch():
         assert torch.equal(topk_sparsify(g, k), g)
 
 
+def test_topk_sparsify_per_sample_keeps_k_in_each_sample():
+    g = torch.tensor([[[[5.0, -1.0], [0.5, -7.0]]], [[[0.1, 2.0], [-0.2, 0.3]]]])  # (2, 1, 2, 2)
+    # k = 2 in EACH sample: sample 0 keeps −7 and 5; sample 1 keeps 2 and 0.3 (the batch-wide top-2 would keep
+    # −7 and 5 only, leaving sample 1 all zeros)
+    expected = torch.tensor([[[[5.0, 0.0], [0.0, -7.0]]], [[[0.0, 2.0], [0.0, 0.3]]]])
+    out = topk_sparsify(g, 2, per_sample=True)
+    assert torch.equal(out, expected)
+    assert (out != 0).flatten(1).sum(1).tolist() == [2, 2]
+    expected1 = torch.tensor([[[[0.0, 0.0], [0.0, -7.0]]], [[[0.0, 2.0], [0.0, 0.0]]]])
+    assert torch.equal(topk_sparsify(g, 1, per_sample=True), expected1)
+    # a sample's result does not depend on its batch neighbours
+    assert torch.equal(topk_sparsify(g[1:], 2, per_sample=True), expected[1:])
+    for k in (None, 0, 4, 100):  # k >= entries per sample (4): no sparsification
+        assert torch.equal(topk_sparsify(g, k, per_sample=True), g)
+    # the same k = 4 batch-wide (8 entries in scope): −7, 5, −1 from sample 0 and 2 from sample 1
+    expected_batch4 = torch.tensor([[[[5.0, -1.0], [0.0, -7.0]]], [[[0.0, 2.0], [0.0, 0.0]]]])
+    assert torch.equal(topk_sparsify(g, 4), expected_batch4)
+
+
+def test_sds_topk_scope_batch_wide_by_default_per_sample_on_request(fake_prior):
+    # sample 1's noise ≈ ε̂_cfg, so its gradient (1 − ᾱ)(ε̂_cfg − ε) is tiny next to sample 0's
+    eps = _eps(8)
+    eps[1] = EPS_CFG + 1e-3 * eps[1]
+    sds = ScoreDistillation(fake_prior, guidance_scale=100.0, topk=100)
+    t = torch.tensor([300, 300])
+    batch = sds.gradient(_eps(7), t, "p", eps=eps)  # what training uses
+    assert (batch != 0).flatten(1).sum(1).tolist() == [100, 0]
+    per = sds.gradient(_eps(7), t, "p", eps=eps, per_sample_topk=True)  # what the timestep scan uses
+    assert (per != 0).flatten(1).sum(1).tolist() == [100, 100]
+    torch.testing.assert_close(per[:1], batch[:1], rtol=0, atol=0)
+    alone = sds.gradient(_eps(7)[1:], t[1:], "p", eps=eps[1:])  # sample 1 on its own: same as per-sample
+    torch.testing.assert_close(per[1:], alone, rtol=0, atol=0)
+
+
+def test_per_sample_generators_make_a_sample_independent_of_its_batch(fake_prior):
+    sds = ScoreDistillation(fake_prior, guidance_scale=100.0, weighting="constant")
+    latents = _eps(6)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (11, 12)]  # noqa: E731
+    grad = sds.gradient(latents, torch.tensor([300, 300]), "p", generator=gens())
+    for i, seed in enumerate((11, 12)):
+        eps_i = torch.randn((1, *latents.shape[1:]), generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(grad[i : i + 1], EPS_CFG - eps_i, atol=1e-4, rtol=1e-5)
+    alone = sds.gradient(latents[1:], torch.tensor([300]), "p", generator=gens()[1:])
+    torch.testing.assert_close(grad[1:], alone, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="generators"):
+        sds.gradient(latents, torch.tensor([300, 300]), "p", generator=gens()[:1])
+
+
 def test_inject_gradient_exact_and_not_batch_averaged():
     # dyadic values: every intermediate is exact in float32
     z = (torch.arange(8, dtype=torch.float32).view(2, 1, 2, 2) / 4).requires_grad_(True)

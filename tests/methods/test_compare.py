@@ -37,18 +37,13 @@ def test_entries_declare_how_their_method_is_driven(compose_compare, tmp_path):
     """Image caps, stages, weights and resolution come from each entry's declaration (SDD: the defaults)."""
     from diffedit_lab.methods.compare import CompareMethod
     from diffedit_lab.methods.compare.config import CompareConfig
-    from diffedit_lab.methods.stage import StageContext
     from diffedit_lab.utils.schema import validate
 
-    ctx = StageContext.__new__(StageContext)  # entry_overrides reads only the run dir
-    ctx.run_dir = tmp_path
-
     def overrides(*cfg_overrides: str) -> dict[str, list[str]]:
-        method = CompareMethod(validate(CompareConfig, compose_compare(*cfg_overrides).method, "method"))
-        entries = method.cfg.entries
+        cfg = validate(CompareConfig, compose_compare(*cfg_overrides).method, "method")
         return {
-            "sdd": method.entry_overrides("sdd", entries["sdd"], ctx, None),
-            "rectifier": method.entry_overrides("rectifier", entries["rectifier"], ctx, tmp_path),
+            "sdd": CompareMethod.entry_overrides(cfg, "sdd", tmp_path, None),
+            "rectifier": CompareMethod.entry_overrides(cfg, "rectifier", tmp_path, tmp_path),
         }
 
     trained = overrides("method.entries.sdd.weights=/w/m.pt", "method.entries.rectifier.weights=/w/r.pt",
@@ -66,6 +61,7 @@ def test_entries_declare_how_their_method_is_driven(compose_compare, tmp_path):
     assert not [o for o in fresh["rectifier"] if o.startswith("method.weights")]
 
 
+@pytest.mark.slow
 def test_compare_writes_one_row_per_method_on_the_same_images(compose_compare, tmp_path):
     out = tmp_path / "run"
     result = run(compose_compare("method.entries.sdd.overrides=['method.fit.steps=2']", out=out))

@@ -28,16 +28,19 @@ from types import SimpleNamespace
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from diffedit_lab.diffusion.priors.shape import PriorShape
 from diffedit_lab.methods.asyrp import inference, pairs, process
 from diffedit_lab.methods.asyrp.config import AsyrpConfig
 from diffedit_lab.methods.asyrp.hspace import DeltaBlock, HSpaceShift, build_delta
 from diffedit_lab.methods.asyrp.losses import asyrp_loss, text_cosine
 from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_torch_save
 from diffedit_lab.utils.schema import validate
+from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,9 @@ EXPORT = "asyrp.pt"  # the trained Δh network (state dict + what it was trained
 class AsyrpModule(EditingMethod):
     Config = AsyrpConfig
     STAGES = (
-        Stage("fit", train=True, needs=("prior", "clip")),
-        Stage("edit", needs=("prior",)),
-        Stage("eval", needs=("prior", "clip")),
+        Stage("fit", train=True, needs=("prior", "clip"), outputs=(EXPORT,), product="Asyrp h-space module"),
+        Stage("edit", needs=("prior",), uses="fit"),
+        Stage("eval", needs=("prior", "clip"), uses="fit"),
     )
 
     @classmethod
@@ -59,6 +62,42 @@ class AsyrpModule(EditingMethod):
         if stage.name == "edit" and {"clip_dir", "clip_score"} & set(cfg.eval.metrics):
             return ("prior", "clip")  # edit also reports the metrics of what it wrote
         return stage.needs
+
+    @classmethod
+    def stage_uses(cls, stage: Stage, cfg: AsyrpConfig) -> str | None:
+        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
+
+    @classmethod
+    def check_fit(cls, cfg: AsyrpConfig, pre: Preflight) -> None:
+        cls.check_prior(cfg, pre)
+
+    @classmethod
+    def check_edit(cls, cfg: AsyrpConfig, pre: Preflight) -> None:
+        cls.check_prior(cfg, pre)
+
+    @classmethod
+    def check_eval(cls, cfg: AsyrpConfig, pre: Preflight) -> None:
+        if not cfg.eval.folder.pred:
+            cls.check_prior(cfg, pre)
+
+    @classmethod
+    def check_prior(cls, cfg: AsyrpConfig, pre: Preflight, shape: PriorShape | None = None) -> None:
+        """What the prior's architecture decides, read without its weights: ``t_0`` within its T, the images at
+        its size, a middle block to shift. ``shape``: a prior given as an object (SDFT's EMA), else ``cfg.prior``."""
+        shape = shape or pre.prior_shape(cfg.prior)
+        if shape is None:
+            return
+        T = shape.num_train_timesteps
+        if cfg.schedule.t_0 >= T:
+            raise UserError(f"method.schedule.t_0={cfg.schedule.t_0}: expected < {T} (the prior's T)")
+        size = getattr(pre.datamodule, "size", None)
+        if size is not None and tuple(size) != (shape.sample_size, shape.sample_size):
+            raise UserError(
+                f"images are {tuple(size)} but the prior takes {shape.sample_size}x{shape.sample_size}: set "
+                f"data.resolution={shape.sample_size}"
+            )
+        if shape.unet_config.get("mid_block_type", "UNetMidBlock2D") is None:
+            raise UserError("Asyrp needs a U-Net with a middle block (its h-space); this prior's UNet2DModel has none")
 
     @classmethod
     def with_prior(cls, node: DictConfig | dict | AsyrpConfig, prior) -> AsyrpModule:
@@ -77,7 +116,6 @@ class AsyrpModule(EditingMethod):
         super().__init__(cfg)
         self.automatic_optimization = False  # one optimiser step per timestep of a trajectory, as Asyrp
         self.delta: DeltaBlock | None = None
-        self._trained = False
         self._train_pairs: list[tuple[int, int]] = []
         self._recon_weight: float | None = None
         self._batches_per_epoch = 1
@@ -158,7 +196,7 @@ class AsyrpModule(EditingMethod):
         with warnings.catch_warnings():  # checkpoints hold the state after each step, which is what resume needs
             warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
             trainer.fit(self, train_dataloaders=loader, ckpt_path=ctx.resume_path(self.stage))
-        self._trained = True
+        self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
         ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
@@ -191,24 +229,10 @@ class AsyrpModule(EditingMethod):
         state = {f"delta.{k}": v.detach().cpu() for k, v in self.delta.state_dict().items()}
         return atomic_torch_save({"state_dict": state, "meta": meta}, Path(run_dir) / EXPORT)
 
-    def ensure_trained(self, ctx: StageContext) -> None:
-        """Inference without ``fit`` in this run: ``method.weights``, ``ckpt_path``, or ``<run>/asyrp.pt``."""
-        if self._trained:
-            return
-        path = self.trained_weights_path(ctx, EXPORT, "fit", "Asyrp h-space module")
-        self.load_weights(path)
-        log.info("loaded the Asyrp h-space module from %s", path)
-
-    def load_weights(self, path: str | Path) -> None:
+    def load_trained(self, path: str | Path, train_stage: str = "fit") -> None:
         self.build_networks()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        delta = {k.removeprefix("delta."): v for k, v in state.items() if k.startswith("delta.")}
-        own = self.delta.state_dict()
-        if delta.keys() != own.keys() or any(v.shape != own[k].shape for k, v in delta.items()):
-            raise UserError(f"{path} is not an Asyrp module for this prior's bottleneck (method.prior)")
-        self.delta.load_state_dict(delta)
-        self._trained = True
+        what = "Asyrp h-space module (for this prior's bottleneck, method.prior)"
+        load_state_into(self.delta, load_weights(path, what), path, what, prefix="delta.")
 
     # --- training ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):

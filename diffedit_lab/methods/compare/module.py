@@ -18,7 +18,8 @@ from pathlib import Path
 
 from diffedit_lab.methods.base import EditingMethod
 from diffedit_lab.methods.compare import report
-from diffedit_lab.methods.compare.config import CompareConfig, EntryConfig
+from diffedit_lab.methods.compare.config import CompareConfig
+from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils.config import compose_nested
 from diffedit_lab.utils.errors import UserError
@@ -35,27 +36,62 @@ class CompareMethod(EditingMethod):
     Config = CompareConfig
     STAGES = (Stage("compare"),)
 
-    def entry_overrides(self, name: str, entry: EntryConfig, ctx: StageContext, sources: Path | None) -> list[str]:
-        c, p = self.cfg, self.cfg.prompt
-        out = [f"method={entry.method}", f"paths.output_dir={ctx.run_dir / 'methods' / name}", "logger=none"]
+    @classmethod
+    def entry_overrides(
+        cls, cfg: CompareConfig, name: str, run_dir: Path, sources: Path | None, overwrite: bool = False,
+        resolution: int | None = None,
+    ) -> list[str]:  # fmt: skip
+        c, p, entry = cfg, cfg.prompt, cfg.entries[name]
+        out = [f"method={entry.method}", f"paths.output_dir={run_dir / 'methods' / name}", "logger=none"]
         if p.name and p.name != "custom":
             out.append(f"prompt={p.name}")
         out += [f"prompt.text={_quote(p.text)}", f"prompt.source_text={_quote(p.source_text)}"]
         out += [f"{key}={c.num_images}" for key in entry.max_images_keys]
         if sources is not None:
-            res = entry.resolution or (c.source_resolution if c.folder else report.image_size(sources))
+            res = entry.resolution or resolution or (c.source_resolution if c.folder else report.image_size(sources))
             out += ["data=folder", f"data.root={sources}", f"data.resolution={res}", f"data.max_images={c.num_images}"]
         if entry.weights:
             out.append(f"{entry.weights_key}={entry.weights}")
         stages = entry.weights_stages if entry.weights else entry.stages
         if stages:
             out.append(f"stage=[{','.join(stages)}]")
+        if overwrite:
+            out.append("overwrite=true")
         return [*out, *c.common, *entry.overrides]
 
-    def run_entry(self, name: str, entry: EntryConfig, ctx: StageContext, sources: Path | None) -> dict[str, float]:
+    @classmethod
+    def entry_order(cls, cfg: CompareConfig) -> list[str]:
+        order = list(cfg.entries)
+        if not cfg.folder:  # the source entry first: its test images are everyone's sources
+            order.remove(cfg.source_entry)
+            order.insert(0, cfg.source_entry)
+        return order
+
+    @classmethod
+    def check_compare(cls, cfg: CompareConfig, pre: Preflight) -> None:
+        """Every entry composed and checked as its own run would be (its method exists, its config validates, its
+        weight files exist and are whole, its stages' checks pass) before the first entry runs. In generator mode
+        the other entries' images come from the source entry: their data is checked when that entry has run."""
+        from diffedit_lab.run import prepare
+
+        folder = Path(cfg.folder).expanduser() if cfg.folder else None
+        for name in cls.entry_order(cfg):
+            produced = folder is None and name != cfg.source_entry
+            sources = pre.run_dir / "methods" / cfg.source_entry / "edit" if produced else folder
+            overrides = cls.entry_overrides(cfg, name, pre.run_dir, sources, pre.overwrite, cfg.source_resolution)
+            try:
+                prepare(compose_nested(overrides), check_data=not produced)
+            except UserError as exc:
+                raise UserError(f"compare entry '{name}' (method={cfg.entries[name].method}): {exc}") from None
+            except Exception as exc:  # Hydra's composition errors (an unknown method, a bad override)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"compare entry '{name}' (method={cfg.entries[name].method}): {first}") from None
+
+    def run_entry(self, name: str, ctx: StageContext, sources: Path | None) -> dict[str, float]:
         from diffedit_lab.run import run
 
-        overrides = self.entry_overrides(name, entry, ctx, sources)
+        entry = self.cfg.entries[name]
+        overrides = self.entry_overrides(self.cfg, name, ctx.run_dir, sources, ctx.overwrite)
         log.info("compare: %s ← python -m diffedit_lab %s", name, " ".join(overrides))
         try:
             result = run(compose_nested(overrides))
@@ -65,15 +101,11 @@ class CompareMethod(EditingMethod):
 
     def stage_compare(self, ctx: StageContext) -> None:
         c = self.cfg
-        order = list(c.entries)
         sources: Path | None = Path(c.folder).expanduser() if c.folder else None
-        if sources is None:  # the source entry first: its test images are everyone's sources
-            order.remove(c.source_entry)
-            order.insert(0, c.source_entry)
         rows = []
-        for name in order:
+        for name in self.entry_order(c):
             entry = c.entries[name]
-            metrics = self.run_entry(name, entry, ctx, sources)
+            metrics = self.run_entry(name, ctx, sources)
             run_dir = ctx.run_dir / "methods" / name
             if sources is None and name == c.source_entry:
                 sources = report.input_dir(run_dir)

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from diffedit_lab.diffusion.priors import UnconditionalPrior
 from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.rectifier import inference
 from diffedit_lab.methods.rectifier.config import RectifierConfig
 from diffedit_lab.methods.rectifier.data import EditTrainData
@@ -35,7 +36,9 @@ from diffedit_lab.models.rectifier import RectifierNet, select_layers
 from diffedit_lab.testing._seed import seeded
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.io import atomic_torch_save
 from diffedit_lab.utils.schema import ConfigError
+from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +49,82 @@ EDITOR = "editor.pt"
 class RectifierModule(EditingMethod):
     Config = RectifierConfig
     STAGES = (
-        Stage("fit", train=True, needs=("base",)),
-        Stage("reconstruct", needs=("base",)),
-        Stage("edit", train=True, needs=("base", "clip")),
-        Stage("apply", default=False, needs=("base", "clip")),
+        Stage("fit", train=True, needs=("base",), outputs=(EXPORT,), product="rectifier"),
+        Stage("reconstruct", needs=("base",), uses="fit"),
+        Stage(
+            "edit",
+            train=True,
+            needs=("base", "clip"),
+            outputs=(EDITOR,),
+            weights_key="editor_weights",
+            uses="fit",
+            product="editor",
+        ),  # fmt: skip
+        Stage("apply", default=False, needs=("base", "clip"), uses="edit"),
         Stage("eval", needs=("clip",)),
     )
+    NETS = {"fit": "rectifier", "edit": "editor"}  # training stage -> the network it trains
 
     @classmethod
     def stage_needs(cls, stage: Stage, cfg: RectifierConfig) -> tuple[str, ...]:
         cfg.check_stage("method", stage.name)  # called at start-up for every requested stage: its own rules too
         return stage.needs
 
+    @classmethod
+    def stage_uses(cls, stage: Stage, cfg: RectifierConfig) -> str | None:
+        """The trained rectifier inverts the test images (``invert_with=rectified``) and is the editor's start
+        (``edit.init=rectifier``); ``init=scratch`` with ``invert_with=base`` (or ``apply`` with base inversion)
+        uses neither, so it needs no trained rectifier."""
+        if stage.name == "edit":
+            e = cfg.edit
+            return "fit" if e.sample.invert_with == "rectified" or e.init == "rectifier" else None
+        return stage.uses
+
+    @classmethod
+    def check_fit(cls, cfg: RectifierConfig, pre: Preflight) -> None:
+        cls.check_base(cfg, pre, "fit")
+
+    @classmethod
+    def check_reconstruct(cls, cfg: RectifierConfig, pre: Preflight) -> None:
+        cls.check_base(cfg, pre, None)
+
+    @classmethod
+    def check_edit(cls, cfg: RectifierConfig, pre: Preflight) -> None:
+        cls.check_base(cfg, pre, "edit")
+
+    @classmethod
+    def check_apply(cls, cfg: RectifierConfig, pre: Preflight) -> None:
+        if cfg.edit.sample.invert_with == "rectified" and not pre.runs("fit"):
+            cls.trained_file(cfg, pre.run_dir, pre.ckpt_path, "fit")
+        cls.check_base(cfg, pre, None)
+
+    @classmethod
+    def check_base(cls, cfg: RectifierConfig, pre: Preflight, train_stage: str | None) -> None:
+        """What the base U-Net's architecture decides, read without its weights: the layer patterns match
+        convolutions, the images have its size, the preview timestep is one of its timesteps."""
+        shape = pre.prior_shape(cfg.base)
+        if shape is None:
+            return  # a hub model not in the cache: its loader says so when the stage builds it
+        select_layers(shape.meta_unet(), cfg.net.layers)
+        size = getattr(pre.datamodule, "size", None)
+        if size is not None and tuple(size) != (shape.sample_size, shape.sample_size):
+            raise UserError(
+                f"images are {tuple(size)} but the base U-Net takes {shape.sample_size}x{shape.sample_size}: set "
+                f"data.resolution={shape.sample_size}"
+            )
+        if train_stage is not None:
+            preview_t = cls._settings_for(cfg, train_stage).preview_t
+            if preview_t >= shape.num_train_timesteps:
+                raise ConfigError(
+                    f"method.{train_stage}.preview_t",
+                    preview_t,
+                    f"expected < T={shape.num_train_timesteps} (the prior's)",
+                )
+
     def __init__(self, cfg: RectifierConfig):
         super().__init__(cfg)
         self.rectifier: RectifierNet | None = None
         self.editor: RectifierNet | None = None
-        self._trained = {"rectifier": False, "editor": False}
         self._preview: torch.Tensor | None = None
 
     # --- networks ---------------------------------------------------------------------------------------------
@@ -109,50 +171,39 @@ class RectifierModule(EditingMethod):
     def run_stage(self, stage: Stage, ctx: StageContext) -> None:
         if stage.name != "eval":
             self.build_rectifier()
-        if stage.train:  # the prior is known now: the preview's t must be one of its timesteps
-            s, T = self._settings_of(stage.name), self.base.num_train_timesteps
-            if s.preview_t >= T:
-                raise ConfigError(f"method.{stage.name}.preview_t", s.preview_t, f"expected < T={T} (the prior's)")
         self._preview = None  # each training stage previews its own first batch
         super().run_stage(stage, ctx)
 
     def stage_fit(self, ctx: StageContext) -> None:
         self._train_only(self.rectifier)
         self.run_training(ctx, self.cfg.fit)
-        self._trained["rectifier"] = True
+        self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir / EXPORT, "rectifier")
         ctx.write_metrics({k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("fit/")})
 
     def stage_reconstruct(self, ctx: StageContext) -> None:
-        self.ensure_trained(ctx, "rectifier")
+        self.ensure_trained(ctx, "fit")
         inference.run_reconstruct(self, ctx)
 
-    def _needs_rectifier(self, stage: str) -> bool:
-        """The trained rectifier inverts the test images (``invert_with=rectified``) and is the editor's start
-        (``edit.init=rectifier``); ``init=scratch`` with ``invert_with=base`` (or ``apply`` with base inversion)
-        uses neither, so it needs no trained rectifier."""
-        e = self.cfg.edit
-        return e.sample.invert_with == "rectified" or (stage == "edit" and e.init == "rectifier")
-
     def stage_edit(self, ctx: StageContext) -> None:
-        if self._needs_rectifier("edit"):
-            self.ensure_trained(ctx, "rectifier")
+        if self.stage_uses(self.stage, self.cfg) == "fit":
+            self.ensure_trained(ctx, "fit")
         self.build_editor()
         self._train_only(self.editor)
         trainer = ctx.fit_trainer(self.stage, self.cfg.edit)
         trainer.fit(self, datamodule=EditTrainData(ctx.datamodule, self.cfg.edit.train_images),
                     ckpt_path=ctx.resume_path(self.stage))  # fmt: skip
-        self._trained["editor"] = True
+        self.mark_trained("edit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir / EDITOR, "editor")
         ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("edit/")})
         inference.run_edit(self, ctx)
 
     def stage_apply(self, ctx: StageContext) -> None:
-        if self._needs_rectifier("apply"):
-            self.ensure_trained(ctx, "rectifier")
-        self.ensure_trained(ctx, "editor")
+        if self.cfg.edit.sample.invert_with == "rectified":
+            self.ensure_trained(ctx, "fit")
+        self.ensure_trained(ctx, "edit")
         inference.run_edit(self, ctx)
 
     def stage_eval(self, ctx: StageContext) -> None:
@@ -176,53 +227,25 @@ class RectifierModule(EditingMethod):
     def export(self, path: Path, which: str) -> None:
         net = getattr(self, which)
         state = {f"{which}.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
-        torch.save({"state_dict": state, "layers": [s.name for s in net.layers]}, path)
+        atomic_torch_save({"state_dict": state, "layers": [s.name for s in net.layers]}, path)
 
-    def ensure_trained(self, ctx: StageContext, which: str) -> None:
-        """Inference (or editing) without the training stage in this run: load its weights (``method.weights`` /
-        ``method.editor_weights``, ``ckpt_path``, then ``<run>/rectifier.pt`` / ``editor.pt``)."""
-        if self._trained[which]:
-            return
-        if which == "rectifier":
-            path = self.trained_weights_path(ctx, EXPORT, "fit", "rectifier")
-        else:
-            path = self._editor_path(ctx)
-        self.load_net(path, which)
-        log.info("loaded the trained %s from %s", which, path)
-
-    def _editor_path(self, ctx: StageContext) -> Path:
-        candidates = [self.cfg.editor_weights, ctx.run_dir / EDITOR, ctx.checkpoint_dir("edit") / "last.ckpt"]
-        for c in candidates:
-            if c and Path(str(c)).expanduser().is_file():
-                return Path(str(c)).expanduser()
-        raise UserError(
-            "no trained editor: run stage edit first, or pass method.editor_weights=<run>/editor.pt"
-            + (f" ({self.cfg.editor_weights} not found)" if self.cfg.editor_weights else "")
-        )
-
-    def load_net(self, path: str | Path, which: str) -> None:
-        """Load the ``<which>.*`` entries of an export or a Lightning checkpoint into that network."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else {}
-        prefix = f"{which}."
-        mine = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        if not mine:
-            raise UserError(f"{path} holds no trained {which} (no '{prefix}*' weights)")
+    def load_trained(self, path: Path, train_stage: str) -> None:
+        """Load the ``<net>.*`` entries of an export or a Lightning checkpoint into the network ``train_stage``
+        trains (the rectifier for fit, the editor for edit)."""
+        which = self.NETS[train_stage]
         self.build_rectifier()
         if which == "editor":
             self.build_editor()
-        try:
-            getattr(self, which).load_state_dict(mine, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
-            raise UserError(
-                f"{path} does not match this {which} (method.net / method.base): {first[0].strip()}"
-            ) from exc
-        self._trained[which] = True
+        what = f"trained {which} (method.net / method.base)"
+        load_state_into(getattr(self, which), load_weights(path, what), path, what, prefix=f"{which}.")
 
     # --- training ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _settings_for(cfg: RectifierConfig, stage: str):
+        return cfg.edit if stage == "edit" else cfg.fit
+
     def _settings_of(self, stage: str):
-        return self.cfg.edit if stage == "edit" else self.cfg.fit
+        return self._settings_for(self.cfg, stage)
 
     def _settings(self):
         return self._settings_of(self.stage.name if self.stage is not None else "fit")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from diffedit_lab.diffusion.score_distillation import ScoreDistillation
 from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.preflight import Preflight, preflight_data
 from diffedit_lab.methods.sdd import codes, inference, scan
 from diffedit_lab.methods.sdd import selection as sel
 from diffedit_lab.methods.sdd.config import SDDConfig
@@ -38,9 +39,9 @@ class SDDModule(EditingMethod):
     Config = SDDConfig
     STAGES = (
         Stage("select", distributed=True, needs=("teacher", "generator")),
-        Stage("fit", train=True, needs=("teacher", "generator")),
-        Stage("edit", needs=("generator",)),
-        Stage("eval", needs=("generator", "clip")),
+        Stage("fit", train=True, needs=("teacher", "generator"), outputs=("mapper.pt",), product="SDD mapper"),
+        Stage("edit", needs=("generator",), uses="fit"),
+        Stage("eval", needs=("generator", "clip"), uses="fit"),
     )
 
     @classmethod
@@ -49,9 +50,17 @@ class SDDModule(EditingMethod):
             return ("clip",)  # scoring a folder of images renders nothing
         return stage.needs
 
+    @classmethod
+    def stage_uses(cls, stage: Stage, cfg: SDDConfig) -> str | None:
+        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
+
+    @classmethod
+    def check_edit(cls, cfg: SDDConfig, pre: Preflight) -> None:
+        if cfg.edit.photos:  # the photos edit also inverts: its folder, names and lists must be there now
+            preflight_data(cfg.edit.photos, "method.edit.photos")
+
     def __init__(self, cfg: SDDConfig):
         super().__init__(cfg)
-        self._trained = False
         m = self.cfg.mapper
         self.mapper = LevelsMapper(
             dim=int(self.cfg.generator.get("style_dim", 512)),
@@ -136,7 +145,7 @@ class SDDModule(EditingMethod):
         self.ensure_selection(ctx)
         self.run_training(ctx, self.cfg.fit)
         save_mapper(self, ctx.run_dir / "mapper.pt")
-        self._trained = True
+        self.mark_trained("fit")
         metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
         ctx.write_metrics(metrics)
 
@@ -146,19 +155,8 @@ class SDDModule(EditingMethod):
     def stage_eval(self, ctx: StageContext) -> None:
         inference.run_eval(self, ctx)
 
-    def ensure_trained(self, ctx: StageContext) -> None:
-        """``edit``/``eval`` without ``fit`` in the same run: load the trained mapper (see
-        ``trained_weights_path`` for the lookup order)."""
-        if self._trained:
-            return
-        path = self.trained_weights_path(ctx, "mapper.pt", "fit", "mapper to edit with")
+    def load_trained(self, path: Path, train_stage: str = "fit") -> None:
         load_mapper(self, path)
-        self._trained = True
-        log.info("loaded the trained mapper from %s", path)
-
-    def load_mapper(self, path: Path) -> None:
-        load_mapper(self, path)
-        self._trained = True
 
     # --- training ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):

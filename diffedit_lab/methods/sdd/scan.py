@@ -1,8 +1,14 @@
 """SDD's ``select`` stage: score the SDS gradient at each timestep of a grid and apply the selection rule.
 
+Like the reference search (which feeds one image at a time to the SDS loss), every image is scored on its own
+gradient: the top-k sparsification keeps ``guidance.topk`` entries in EACH image (training keeps them over the
+whole batch, as the reference's training does), and the VAE posterior sample and the noise ε of an image come from
+a CPU generator seeded by (seed, image index, t). So an image's gradient, and the scores, do not depend on
+``selection.batch_size`` nor on the device's RNG; the batch only sets how many images go through the models at once.
+
 The scores are cached (in the run dir and ``method.selection.cache_dir``) keyed by everything that changes them —
-prompt × teacher × generator × grid × N × codes/data × seed — so ``fit``, later runs and the jobs of a sweep
-reuse one scan.
+prompt × teacher × generator × grid × N × codes/data × guidance (scale, weighting, top-k, noise, negative prompt)
+× seed, plus a version of the scan's own procedure — so ``fit``, later runs and the jobs of a sweep reuse one scan.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ from diffedit_lab.utils.schema import as_dict
 log = logging.getLogger(__name__)
 
 
+# Bumped whenever the scan's procedure changes its numbers, so caches written by an older scan are not reused.
+# 2: top-k per image and per-image CPU noise (1, unversioned: top-k over the scan batch, per-batch device noise).
+SCAN_VERSION = 2
+
+
 def selection_key(cfg) -> str:
+    """Everything that changes the scores. Not ``selection.batch_size``: the scan's numbers do not depend on it."""
     c = cfg
     key = {
+        "scan_version": SCAN_VERSION,
         "prompt": c.prompt.text,
         "teacher": c.teacher,
         "generator": c.generator,
@@ -58,18 +71,27 @@ def load_cached_table(module, ctx: StageContext) -> sel.ScoreTable | None:
     return None
 
 
+def image_generators(seed: int, first_index: int, count: int, t: int) -> list[torch.Generator]:
+    """One CPU generator per image, seeded by (seed, the image's index in the scan, t): distinct for every image
+    index < 1_000_003 and t < 1009, and independent of how the images are batched."""
+    return [torch.Generator().manual_seed((seed * 1_000_003 + first_index + i) * 1009 + t) for i in range(count)]
+
+
 @torch.no_grad()
 def scan_timesteps(module, codes_iter, timesteps: list[int], num_codes: int, seed: int = 0) -> sel.ScoreTable:
-    """Mean entropy / ℓ1 of the image-space SDS gradient at each t over ``num_codes`` generator images."""
+    """Mean entropy / ℓ1 of the image-space SDS gradient at each t over ``num_codes`` generator images.
+
+    Each image's gradient is its own (per-image top-k, per-image generators), as in the reference search, so the
+    table does not depend on how ``codes_iter`` batches the codes."""
     sums = {t: {"entropy": 0.0, "l1": 0.0} for t in timesteps}
     seen = 0
     prompt, neg = module.cfg.prompt.text, module.cfg.guidance.negative_prompt
-    for batch_idx, w in enumerate(codes_iter):
+    for w in codes_iter:
         w = w[: num_codes - seen]
         images = module.synthesize(w)
         for t in timesteps:
-            g = torch.Generator(device=module.device).manual_seed(seed * 100003 + batch_idx * 1009 + t)
-            grad = module.sds.image_gradient(images, t, prompt, neg, generator=g)
+            gens = image_generators(seed, seen, len(w), t)
+            grad = module.sds.image_gradient(images, t, prompt, neg, generator=gens, per_sample_topk=True)
             sums[t]["entropy"] += float(sel.gradient_entropy(grad).sum())
             sums[t]["l1"] += float(sel.gradient_l1(grad).sum())
         seen += len(w)

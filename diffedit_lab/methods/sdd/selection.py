@@ -1,11 +1,12 @@
 """SDD's timestep selection: score each diffusion timestep by the image-space SDS gradient it produces.
 
-Scores of a gradient g (B, 3, H, W), averaged over the B images:
+Scores of a gradient g (B, 3, H, W), one per image (each image's gradient is its own: see ``scan.py``), averaged
+over the images:
 
 * ``entropy`` — a = mean_c |g| per pixel, p = softmax(a) over the H·W pixels, H = −Σ p log p (nats; lower = the
-  gradient is concentrated on fewer pixels = more focused). The released code uses the signed channel mean; we use
-  the magnitude, as the paper describes the gradient's spatial concentration.
-* ``l1`` — mean |g| (the gradient's strength).
+  gradient is concentrated on fewer pixels = more focused). As in the released search, whose image gradient is
+  already |g| (``get_image_gradient`` returns ``abs(grad)``) before its channel mean and softmax.
+* ``l1`` — mean |g| (the gradient's strength; the released search's ``mean`` of that |g|).
 * ``hqs`` — the Hybrid Quality Score. The paper combines entropy and ℓ1 without a formula in the released code;
   we use, over the scanned grid T,
 

@@ -17,6 +17,8 @@ from diffedit_lab.methods.config import (
 from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 Weighting = Literal["p2", "min_snr", "constant"]
+DecoderCDF = Literal["approx", "exact"]  # the normal CDF of L_vb's decoder NLL: guided-diffusion's tanh formula or Φ
+EGSDEForm = Literal["official", "ddim_post_step"]  # EGSDE's own DDPM sampler | the energy step after each DDIM step
 
 
 @dataclass
@@ -35,6 +37,7 @@ class LossConfig:
     k: float = field(default=1.0, metadata=bounds(gt=0))
     simple: float = field(default=1.0, metadata=bounds(ge=0))  # weight of L_simple (1 in the paper)
     vb: bool = True  # add L_vb for learned-σ models (ignored for fixed-σ ones)
+    decoder_cdf: DecoderCDF = "approx"  # L_vb at t = 0; approx = the official code (tanh), exact = Φ
 
     def check(self, key: str) -> None:
         for name in ("distill", "aux"):
@@ -106,12 +109,22 @@ class TranslateConfig(SamplerConfig):
 
 @dataclass
 class EGSDEConfig:
-    """EGSDE's energies (defaults: EGSDE's λ_s = 500, λ_i = 2; SDFT's low-pass downsampling factor 32)."""
+    """EGSDE (:mod:`.egsde`): the step form, the energies' weights and the low-pass factor. λ_s = 500, λ_i = 2 and
+    the factor 32 are EGSDE's (``profiles/*/args.py``: ls, li, down_N) and SDFT's (``notebooks/quant_EGSDE.ipynb``:
+    ``egsde_kwargs = {"ls": 500, "li": 2}``, ``down_N = 32``); the start point and schedule are ``translate``'s
+    (strength 0.5 of 40 steps: SDFT's ``ddim40`` respacing started at index 20 of 40; EGSDE's t = 500 of 1000)."""
 
+    form: EGSDEForm = "official"
     realism_weight: float = field(default=500.0, metadata=bounds(ge=0))
     faithfulness_weight: float = field(default=2.0, metadata=bounds(ge=0))
     downsample: int = field(default=32, metadata=bounds(ge=1))
+    steps: int | None = field(default=None, metadata=bounds(ge=1))  # schedule length; null = translate.steps
+    repeats: int = field(default=1, metadata=bounds(ge=1))  # official form: EGSDE's sample_step (rerun on its output)
     classifier_weights: str | None = None  # default: <run>/domain_classifier.pt, then checkpoints/train_classifier
+
+    def check(self, key: str) -> None:
+        if self.form != "official" and self.repeats != 1:
+            raise ConfigError(f"{key}.repeats", self.repeats, "only form=official repeats; expected 1")
 
 
 @dataclass

@@ -90,17 +90,27 @@ def sub_context(ctx: StageContext, run_dir, datamodule) -> StageContext:
     )
 
 
-def check(cfg) -> None:
-    """Start-up check of stage ``edit``: every prompt's Asyrp config composes and validates (before SDFT trains)."""
+def check(cfg, pre) -> list:
+    """Start-up checks of stage ``edit`` (before SDFT trains): every prompt's Asyrp config composes and validates,
+    fits SDFT's prior (its ``t_0`` within T, the target images at its size), and its run dir ``edit/<prompt>/``
+    holds no finished Asyrp module it would replace (returned for ``overwrite=true`` to move aside)."""
+    from diffedit_lab.methods.asyrp import AsyrpModule
     from diffedit_lab.methods.asyrp.config import AsyrpConfig
+    from diffedit_lab.methods.preflight import Preflight, protect_outputs
     from diffedit_lab.utils.schema import validate
 
     e = cfg.edit
+    doomed = []
     for name in e.prompts:
         node = asyrp_node(e.method, name, list(e.overrides))
         node = OmegaConf.to_container(node, resolve=True)
         node["prior"] = {"_target_": "diffedit_lab.diffusion.priors.UnconditionalPrior"}  # SDFT's EMA is used
-        validate(AsyrpConfig, node, "method.edit (Asyrp)")
+        asyrp = validate(AsyrpConfig, node, "method.edit (Asyrp)")
+        sub = Preflight(pre.run_dir / "edit" / name, list(AsyrpModule.STAGES), AsyrpModule.STAGES, pre.datamodule,
+                        "last" if pre.ckpt_path else None, pre.overwrite, pre.cache)  # fmt: skip
+        AsyrpModule.check_prior(asyrp, sub, pre.prior_shape(cfg.source))
+        doomed += protect_outputs(sub)
+    return doomed
 
 
 def paper_row(module) -> str | None:

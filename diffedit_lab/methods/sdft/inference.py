@@ -147,25 +147,31 @@ class TranslateSteps:
     def __init__(self, module, settings, seed: int, classifier=None) -> None:
         self.module, self.s, self.seed, self.classifier = module, settings, seed, classifier
 
+    def egsde(self, prior, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """EGSDE in the form ``egsde.form`` (official: EGSDE's DDPM sampler; ddim_post_step: SDEdit + a hook)."""
+        from diffedit_lab.methods.sdft import egsde
+
+        s, e = self.s, self.module.cfg.egsde
+        steps, feats = e.steps or s.steps, self.classifier.features
+        weights = (e.realism_weight, e.faithfulness_weight, e.downsample)
+        if e.form == "official":
+            return egsde.egsde_sample(prior, x, feats, *weights, s.strength, steps, e.repeats, generator=gen)
+        noise = torch.randn(x.shape, generator=gen, device=x.device)
+        guidance = egsde.EGSDEGuidance(prior, x, noise, steps, feats, *weights)
+        return samplers.sdedit(
+            prior, x, strength=s.strength, num_steps=steps, eta=s.eta, generator=gen, step_callback=guidance
+        )
+
     @torch.no_grad()
     def __call__(self, batch: dict, batch_idx: int) -> dict:
         m, s = self.module, self.s
         x = batch["image"].to(m.device).float()
         gen = torch.Generator(m.device).manual_seed(self.seed + batch_idx)
         prior = m.sampling_prior(ema=s.ema)
-        guidance = None
         if s.method == "egsde":
-            from diffedit_lab.methods.sdft.egsde import EGSDEGuidance
-
-            e = m.cfg.egsde
-            noise = torch.randn(x.shape, generator=gen, device=x.device)
-            feats = self.classifier.features
-            guidance = EGSDEGuidance(
-                prior, x, noise, s.steps, feats, e.realism_weight, e.faithfulness_weight, e.downsample
-            )
-        y = samplers.sdedit(
-            prior, x, strength=s.strength, num_steps=s.steps, eta=s.eta, generator=gen, step_callback=guidance
-        )
+            y = self.egsde(prior, x, gen)
+        else:
+            y = samplers.sdedit(prior, x, strength=s.strength, num_steps=s.steps, eta=s.eta, generator=gen)
         names = [Path(p).stem for p in batch["path"]] if "path" in batch else [f"{int(i):05d}" for i in batch["index"]]
         return {
             "names": names,

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.diffusion.priors import UnconditionalPrior
 from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.preflight import Preflight, preflight_data
 from diffedit_lab.methods.sdft import inference
 from diffedit_lab.methods.sdft.config import SDFTConfig
 from diffedit_lab.methods.sdft.ema import make_ema
@@ -29,6 +30,8 @@ from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
+from diffedit_lab.utils.io import atomic_dir, atomic_torch_save
+from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,20 @@ CLASSIFIER = "domain_classifier.pt"  # EGSDE's domain classifier, written by sta
 class SDFTModule(EditingMethod):
     Config = SDFTConfig
     STAGES = (
-        Stage("fit", train=True, needs=("source",)),
-        Stage("sample", needs=("source",)),
-        Stage("train_classifier", train=True, default=False, needs=("source",)),
-        Stage("translate", default=False, needs=("source",)),
-        Stage("edit", default=False, needs=("source",)),
-        Stage("eval", needs=("source",)),
+        Stage("fit", train=True, needs=("source",), outputs=(EXPORT, EMA_FOLDER), product="SDFT model"),
+        Stage("sample", needs=("source",), uses="fit"),
+        Stage(
+            "train_classifier",
+            train=True,
+            default=False,
+            needs=("source",),
+            outputs=(CLASSIFIER,),
+            weights_key="egsde.classifier_weights",
+            product="EGSDE domain classifier",
+        ),  # fmt: skip
+        Stage("translate", default=False, needs=("source",), uses="fit"),
+        Stage("edit", default=False, needs=("source",), uses="fit"),
+        Stage("eval", needs=("source",), uses="fit"),
     )
 
     @classmethod
@@ -55,40 +66,57 @@ class SDFTModule(EditingMethod):
         return stage.needs
 
     @classmethod
-    def check_stages(cls, stages, cfg: SDFTConfig, run_dir: Path) -> None:
-        """Before anything trains: stage edit's Asyrp configs compose and validate; EGSDE translation finds a domain
-        classifier (trained in this invocation, given, or left in the run dir by an earlier one)."""
-        super().check_stages(stages, cfg, run_dir)
-        given = cfg.egsde.classifier_weights
-        if given and not Path(given).expanduser().is_file():
-            raise UserError(f"method.egsde.classifier_weights={given}: no such file")
-        names = [s.name for s in stages]
-        if "edit" in names:
-            from diffedit_lab.methods.sdft.edit import check
+    def stage_uses(cls, stage: Stage, cfg: SDFTConfig) -> str | None:
+        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
 
-            check(cfg)
-        egsde = ("translate" in names and cfg.translate.method == "egsde") or (
-            "eval" in names and "egsde" in cfg.eval.translation_methods and cfg.eval.translation_images > 0
+    @classmethod
+    def needs_classifier(cls, cfg: SDFTConfig, pre: Preflight) -> bool:
+        return (pre.runs("translate") and cfg.translate.method == "egsde") or (
+            pre.runs("eval") and "egsde" in cfg.eval.translation_methods and cfg.eval.translation_images > 0
         )
-        if egsde and "train_classifier" not in names and not cls._classifier_file(cfg, run_dir):
-            raise UserError(
-                "EGSDE translation needs a trained domain classifier: add stage train_classifier "
-                "(stage=[...,train_classifier,translate]) or pass "
-                "method.egsde.classifier_weights=<run>/domain_classifier.pt"
-            )
 
-    @staticmethod
-    def _classifier_file(cfg: SDFTConfig, run_dir: Path) -> Path | None:
-        candidates = [cfg.egsde.classifier_weights, run_dir / CLASSIFIER,
-                      run_dir / "checkpoints" / "train_classifier" / "last.ckpt"]  # fmt: skip
-        return next((Path(str(c)).expanduser() for c in candidates if c and Path(str(c)).expanduser().is_file()), None)
+    @classmethod
+    def check_translate(cls, cfg: SDFTConfig, pre: Preflight) -> None:
+        """EGSDE finds a domain classifier (trained in this invocation, given, or left by an earlier one); the
+        source-domain images exist; the low-pass factor divides the prior's image size."""
+        if cls.needs_classifier(cfg, pre) and not pre.runs("train_classifier"):
+            cls.trained_file(cfg, pre.run_dir, pre.ckpt_path, "train_classifier")
+        if not cfg.translate.source:
+            raise UserError("SDFT translation needs source-domain images: set method.translate.source (e.g. data=ffhq)")
+        preflight_data(cfg.translate.source, "method.translate.source")
+        shape, factor = pre.prior_shape(cfg.source), cfg.egsde.downsample
+        if shape is not None and cfg.translate.method == "egsde" and shape.sample_size % factor:
+            raise UserError(f"method.egsde.downsample={factor}: must divide the prior's image size {shape.sample_size}")
+
+    @classmethod
+    def check_train_classifier(cls, cfg: SDFTConfig, pre: Preflight) -> None:
+        if not cfg.translate.source:
+            raise UserError("stage train_classifier needs source-domain images: set method.translate.source")
+        preflight_data(cfg.translate.source, "method.translate.source")
+
+    @classmethod
+    def check_edit(cls, cfg: SDFTConfig, pre: Preflight) -> list[Path]:
+        """Stage edit's Asyrp runs (one per prompt) are checked before anything trains (:func:`.edit.check`)."""
+        from diffedit_lab.methods.sdft.edit import check
+
+        return check(cfg, pre)
+
+    @classmethod
+    def check_eval(cls, cfg: SDFTConfig, pre: Preflight) -> None:
+        if cls.needs_classifier(cfg, pre) and not pre.runs("train_classifier"):
+            cls.trained_file(cfg, pre.run_dir, pre.ckpt_path, "train_classifier")
+        if cfg.eval.translation_images > 0 and cfg.eval.translation_methods and not cfg.eval.folder.pred:
+            if not cfg.translate.source:
+                raise UserError("SDFT translation eval needs source-domain images: set method.translate.source")
+            preflight_data(cfg.translate.source, "method.translate.source")
+        if cfg.eval.target and not cfg.eval.folder.pred:
+            preflight_data(cfg.eval.target, "method.eval.target")
 
     def __init__(self, cfg: SDFTConfig):
         super().__init__(cfg)
         self.student: UnconditionalPrior | None = None
         self.ema = None
         self._table: PosteriorTable | None = None
-        self._trained = False
         self.quality_monitor = None
         self.editors: dict = {}  # prompt -> the AsyrpModule of stage edit
         self._views: dict = {}  # (ema, device, dtype) -> the sampler's prior view (a plain dict: not a child)
@@ -117,7 +145,7 @@ class SDFTModule(EditingMethod):
         student.unet.train()
         self.student = student
         self.ema = make_ema(student.unet, self.cfg.ema.decay)
-        self._table = PosteriorTable(student.scheduler.betas)
+        self._table = PosteriorTable.from_scheduler(student.scheduler)
 
     @property
     def teacher(self) -> UnconditionalPrior:
@@ -145,7 +173,7 @@ class SDFTModule(EditingMethod):
         monitor = inference.sample_quality_monitor(self, ctx) if self.cfg.fit.fid_every else None
         self.quality_monitor = monitor  # what tests and notebooks inspect (history, best step)
         self.run_training(ctx, self.cfg.fit, callbacks=[monitor] if monitor else [])
-        self._trained = True
+        self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
         metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
@@ -158,14 +186,12 @@ class SDFTModule(EditingMethod):
         from diffedit_lab.methods.sdft.classifier import DomainClassifierModule, TwoDomains
 
         c = self.cfg.train_classifier
-        if not self.cfg.translate.source:
-            raise UserError("stage train_classifier needs source-domain images: set method.translate.source")
         module = DomainClassifierModule(self.new_classifier(), self.student.alphas_cumprod, c.lr, c.seed)
         data = TwoDomains(instantiate(self.cfg.translate.source), ctx.datamodule)
         trainer = ctx.fit_trainer(self.stage, c)
         trainer.fit(module, datamodule=data, ckpt_path=ctx.resume_path(self.stage))
         if ctx.global_rank == 0:
-            torch.save({"state_dict": module.classifier.state_dict()}, ctx.run_dir / CLASSIFIER)
+            atomic_torch_save({"state_dict": module.classifier.state_dict()}, ctx.run_dir / CLASSIFIER)
         self._frozen["classifier"] = module.classifier.eval().requires_grad_(False)
         ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("classifier/")})
 
@@ -181,17 +207,10 @@ class SDFTModule(EditingMethod):
         """The trained domain classifier for EGSDE: ``egsde.classifier_weights``, ``<run>/domain_classifier.pt`` or
         ``checkpoints/train_classifier/last.ckpt``."""
         if self._frozen.get("classifier") is None:
-            path = self._classifier_file(self.cfg, ctx.run_dir)
-            if path is None:
-                raise UserError(
-                    "translate.method=egsde needs a trained domain classifier: run stage train_classifier first "
-                    "(stage=[train_classifier,translate]) or pass "
-                    "method.egsde.classifier_weights=<run>/domain_classifier.pt"
-                )
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-            state = {k.removeprefix("classifier."): v for k, v in state.items()}
+            path = self.trained_weights_path(ctx, "train_classifier")
             clf = self.new_classifier()
-            clf.load_state_dict(state)
+            load_state_into(clf, load_weights(path, "EGSDE domain classifier"), path, "EGSDE domain classifier",
+                            prefix="classifier." if path.suffix == ".ckpt" else "")  # fmt: skip
             self._frozen["classifier"] = clf.eval().requires_grad_(False)
         return self._frozen["classifier"].to(self.device)
 
@@ -211,31 +230,14 @@ class SDFTModule(EditingMethod):
 
     # --- trained weights --------------------------------------------------------------------------------------
     def export(self, run_dir: Path) -> None:
-        """``sdft.pt`` (student + EMA) and the EMA as a diffusers folder ``ema_unet/``."""
+        """``sdft.pt`` (student + EMA) and the EMA as a diffusers folder ``ema_unet/``, each written atomically."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save({"state_dict": state}, run_dir / EXPORT)
-        self.sampling_prior(ema=True).save_pretrained(run_dir / EMA_FOLDER)
+        atomic_torch_save({"state_dict": state}, run_dir / EXPORT)
+        atomic_dir(run_dir / EMA_FOLDER, self.sampling_prior(ema=True).save_pretrained)
 
-    def ensure_trained(self, ctx: StageContext) -> None:
-        """Inference without ``fit`` in this run: load ``sdft.pt`` or a fit checkpoint (lookup order in
-        :meth:`trained_weights_path`)."""
-        if self._trained:
-            return
-        path = self.trained_weights_path(ctx, EXPORT, "fit", "SDFT model to sample from")
-        self.load_weights(path)
-        log.info("loaded the fine-tuned model from %s", path)
-
-    def load_weights(self, path: str | Path) -> None:
+    def load_trained(self, path: Path, train_stage: str = "fit") -> None:
         self.build_networks()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(
-                f"{path} does not match this SDFT model (method.source): missing {missing[:3]}, unexpected "
-                f"{unexpected[:3]}"
-            )
-        self._trained = True
+        load_state_into(self, load_weights(path, "SDFT model"), path, "SDFT model (method.source's architecture)")
 
     # --- training ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):

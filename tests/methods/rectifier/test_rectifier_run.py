@@ -193,7 +193,7 @@ def test_scratch_editor_with_base_inversion_needs_no_trained_rectifier(tmp_path,
 
 def test_scratch_editor_starts_at_zero_offsets_beside_a_trained_rectifier(finished, tmp_path, cache_dir):
     module = build_method(_cfg(tmp_path, cache_dir, "method.edit.init=scratch").method)
-    module.load_net(finished / "rectifier.pt", "rectifier")
+    module.load_trained(finished / "rectifier.pt", "fit")
     module.build_editor()
     heads = [(r.head_out.weight, e.head_out.weight) for r, e in zip(module.rectifier.subnets, module.editor.subnets)]
     assert all(r.abs().sum() > 0 for r, _ in heads) and all(torch.equal(e, torch.zeros_like(e)) for _, e in heads)
@@ -206,7 +206,13 @@ def test_preview_t_must_be_a_timestep_of_the_prior(tmp_path, cache_dir, monkeypa
     from diffedit_lab.models.rectifier import STRATEGIES
 
     assert typing.get_args(typing.get_type_hints(RectifierConfig)["apply"]) == STRATEGIES
+    from diffedit_lab.diffusion.priors.shape import PriorShape
+    from diffedit_lab.methods.preflight import Preflight
+
     module = build_method(_cfg(tmp_path, cache_dir, "method.edit.preview_t=600").method)
-    monkeypatch.setattr(type(module.base), "num_train_timesteps", property(lambda self: 600))
+    pre = Preflight(tmp_path, [Stage("edit", train=True)])
+    real = pre.prior_shape(module.cfg.base)  # read from the config, no weights built
+    assert real is not None and real.num_train_timesteps == 1000
+    pre.cache[repr(module.cfg.base)] = PriorShape(real.unet_config, 600)  # a prior with T = 600
     with pytest.raises(UserError, match=r"method.edit.preview_t=600: expected < T=600"):
-        module.run_stage(Stage("edit", train=True), ctx=None)
+        type(module).check_base(module.cfg, pre, "edit")

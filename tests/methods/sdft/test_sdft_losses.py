@@ -44,12 +44,16 @@ def test_discretized_gaussian_nll_by_hand():
     phi = lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2)))  # noqa: E731
     x, m, s = torch.tensor([0.0]), torch.tensor([0.1]), torch.tensor([math.log(0.5)])
     inner = phi((0 - 0.1 + 1 / 255) / 0.5) - phi((0 - 0.1 - 1 / 255) / 0.5)
-    assert float(discretized_gaussian_nll(x, m, s)) == pytest.approx(-math.log(inner), rel=1e-5)
+    assert float(discretized_gaussian_nll(x, m, s, cdf="exact")) == pytest.approx(-math.log(inner), rel=1e-5)
     # the edge bins extend to infinity
     top = 1 - phi((1 - 0.1 - 1 / 255) / 0.5)
-    assert float(discretized_gaussian_nll(torch.tensor([1.0]), m, s)) == pytest.approx(-math.log(top), rel=1e-5)
+    assert float(discretized_gaussian_nll(torch.tensor([1.0]), m, s, cdf="exact")) == pytest.approx(
+        -math.log(top), rel=1e-5
+    )
     bottom = phi((-1 - 0.1 + 1 / 255) / 0.5)
-    assert float(discretized_gaussian_nll(torch.tensor([-1.0]), m, s)) == pytest.approx(-math.log(bottom), rel=1e-5)
+    assert float(discretized_gaussian_nll(torch.tensor([-1.0]), m, s, cdf="exact")) == pytest.approx(
+        -math.log(bottom), rel=1e-5
+    )
 
 
 def _px(v: float) -> torch.Tensor:
@@ -67,7 +71,7 @@ def test_vb_term_kl_by_hand():
     lv_true = math.log(0.2 * 0.1 / 0.28)
     lv_model = 0.5 * math.log(0.2) + 0.5 * lv_true
     kl = 0.5 * (-1 + lv_model - lv_true + math.exp(lv_true - lv_model) + (mu - mu_hat) ** 2 * math.exp(-lv_model))
-    got = vb_term(tab, _px(x0), _px(x_t), torch.tensor([1]), _px(eps_hat), _px(0.0))
+    got = vb_term(tab, _px(x0), _px(x_t), torch.tensor([1]), _px(eps_hat), _px(0.0), cdf="approx")
     assert float(got) == pytest.approx(kl / math.log(2), rel=1e-5)
 
 
@@ -80,7 +84,7 @@ def test_vb_term_is_the_decoder_nll_at_t0():
     phi = lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2)))  # noqa: E731
     sd = math.exp(0.5 * log_var)
     p = phi((x0 - x0_hat + 1 / 255) / sd) - phi((x0 - x0_hat - 1 / 255) / sd)
-    got = vb_term(tab, _px(x0), _px(x_t), torch.tensor([0]), _px(eps_hat), _px(1.0))
+    got = vb_term(tab, _px(x0), _px(x_t), torch.tensor([0]), _px(eps_hat), _px(1.0), cdf="exact")
     assert float(got) == pytest.approx(-math.log(p) / math.log(2), rel=1e-4)
 
 
@@ -121,7 +125,7 @@ def test_each_term_by_hand_on_a_stub(learned):
     assert float(terms.distill.detach()) == pytest.approx(distill)
     assert float(terms.aux.detach()) == pytest.approx(aux)
     assert float(terms.w_distill) == pytest.approx(w_d) and float(terms.w_aux) == pytest.approx(w_a)
-    vb = float(vb_term(tab, x0, _px(x_t), t, _px(0.5 * x_t), _px(0.0))) if learned else 0.0
+    vb = float(vb_term(tab, x0, _px(x_t), t, _px(0.5 * x_t), _px(0.0), cdf="approx")) if learned else 0.0
     assert float(terms.vb.detach()) == pytest.approx(vb)
     assert float(terms.total.detach()) == pytest.approx(simple + vb + 0.1 * w_d * distill + 0.3 * w_a * aux, rel=1e-6)
     # one batched call each: the student sees [x_t; ε], the teacher the same, at the same t twice
@@ -158,15 +162,16 @@ def _tiny(learned: bool, seed: int):
 def test_terms_on_tiny_unets(learned):
     student, teacher = _tiny(learned, 0), _tiny(learned, 1)
     teacher.requires_grad_(False)
-    tab = PosteriorTable(student.scheduler.betas)
+    tab = PosteriorTable.from_scheduler(student.scheduler)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     eps = torch.randn(2, 3, 16, 16, generator=g)
     t = torch.tensor([0, 700])
     cfg = LossConfig(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=50.0)
     terms = sdft_loss(student, teacher, x0, eps, t, cfg, tab)
-    ab = student.alphas_cumprod[t].view(2, 1, 1, 1)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    ab = student.alphas_cumprod[t].view(2, 1, 1, 1)  # the prior's float32 ᾱ (the weights use it)
+    # x_t from the float64-built √ᾱ_t, √(1−ᾱ_t) (guided-diffusion's q_sample)
+    x_t = tab.sqrt_alphas_cumprod[t].view(2, 1, 1, 1) * x0 + tab.sqrt_one_minus_alphas_cumprod[t].view(2, 1, 1, 1) * eps
     with torch.no_grad():
         raw = student.forward_raw(x_t, t)
         e_s, e_s_aux = raw[:, :3], student.predict_eps(eps, t)
@@ -177,7 +182,7 @@ def test_terms_on_tiny_unets(learned):
     w = (1 - ab.flatten()) ** torch.tensor(3.0), (1 - ab.flatten()) ** torch.tensor(50.0)
     assert torch.allclose(terms.w_distill, w[0]) and torch.allclose(terms.w_aux, w[1])
     if learned:
-        assert torch.allclose(terms.vb, vb_term(tab, x0, x_t, t, e_s, raw[:, 3:]), atol=1e-5)
+        assert torch.allclose(terms.vb, vb_term(tab, x0, x_t, t, e_s, raw[:, 3:], cdf="approx"), atol=1e-5)
         assert (terms.vb > 0).all()
     else:
         assert torch.equal(terms.vb, torch.zeros(2))
@@ -188,18 +193,18 @@ def test_terms_on_tiny_unets(learned):
 @pytest.mark.parametrize("learned", [True, False])
 def test_without_distillation_it_is_the_naive_loss_and_needs_no_teacher(learned):
     student = _tiny(learned, 0)
-    tab = PosteriorTable(student.scheduler.betas)
+    tab = PosteriorTable.from_scheduler(student.scheduler)
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(2, 3, 16, 16, generator=g)
     t = torch.tensor([3, 500])
     terms = sdft_loss(student, None, x0, eps, t, LossConfig(lambda_distill=0.0, lambda_aux=0.0), tab)
-    ab = student.alphas_cumprod[t].view(2, 1, 1, 1)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    # x_t from the float64-built √ᾱ_t, √(1−ᾱ_t) (guided-diffusion's q_sample)
+    x_t = tab.sqrt_alphas_cumprod[t].view(2, 1, 1, 1) * x0 + tab.sqrt_one_minus_alphas_cumprod[t].view(2, 1, 1, 1) * eps
     with torch.no_grad():
         raw = student.forward_raw(x_t, t)
     naive = ((eps - raw[:, :3]) ** 2).mean((1, 2, 3))
     if learned:
-        naive = naive + vb_term(tab, x0, x_t, t, raw[:, :3], raw[:, 3:])
+        naive = naive + vb_term(tab, x0, x_t, t, raw[:, :3], raw[:, 3:], cdf="approx")
     assert float(terms.total) == pytest.approx(float(naive.mean()), rel=1e-5)
 
 
@@ -244,7 +249,7 @@ def test_vb_trains_only_the_variance_channels():
     eps_hat = 0.5 * x_t
 
     def vb_at(v: float) -> float:
-        return float(vb_term(tab, x0, x_t, t, eps_hat, _px(v)))
+        return float(vb_term(tab, x0, x_t, t, eps_hat, _px(v), cdf="approx"))
 
     h = 1e-3
     assert float(student.v_param.grad) == pytest.approx((vb_at(0.3 + h) - vb_at(0.3 - h)) / (2 * h), rel=1e-3)

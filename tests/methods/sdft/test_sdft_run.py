@@ -97,7 +97,7 @@ def test_sample_from_a_finished_run(tmp_path, cache_dir):
     assert (other / "sample" / "00000.png").read_bytes() == first  # DDIM η = 0 from the same EMA: same image
     with pytest.raises(UserError, match="no trained SDFT model"):
         run(_cfg(tmp_path / "empty", cache_dir, "stage=sample"))
-    with pytest.raises(UserError, match="needs a trained domain classifier: add stage train_classifier"):
+    with pytest.raises(UserError, match="no trained EGSDE domain classifier: run stage train_classifier"):
         run(_cfg(out, cache_dir, "stage=translate", "method.translate.method=egsde"))
 
 

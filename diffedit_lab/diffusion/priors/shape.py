@@ -1,0 +1,89 @@
+"""A pixel prior's architecture without its weights — for start-up checks (layer selections, image sizes,
+timestep ranges) that must run before anything is built.
+
+:func:`describe_prior` reads ``config.json`` + ``scheduler_config.json`` of a diffusers folder (or the Hugging Face
+cache for a hub id), or builds a prior made in code (the tiny/random builders of :mod:`diffedit_lab.testing`) on
+the ``meta`` device, which allocates no memory. None when the architecture cannot be known without downloading
+(the loader then gives its own one-line error when the stage builds it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_FROM_PRETRAINED = "UnconditionalPrior.from_pretrained"
+
+
+@dataclass(frozen=True)
+class PriorShape:
+    unet_config: dict[str, Any]
+    num_train_timesteps: int
+
+    @property
+    def sample_size(self) -> int:
+        size = self.unet_config.get("sample_size")
+        return int(size[0] if isinstance(size, list | tuple) else size)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet_config.get("in_channels", 3))
+
+    def meta_unet(self) -> torch.nn.Module:
+        """The ``UNet2DModel`` on the meta device: module names and weight shapes, no memory, no weights."""
+        from diffusers import UNet2DModel
+
+        with torch.device("meta"):
+            return UNet2DModel.from_config(self.unet_config)
+
+
+def _read_json(folder: Path, name: str) -> dict | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _from_files(source: str, subfolder: str | None) -> PriorShape | None:
+    local = Path(source).expanduser()
+    if local.is_dir():
+        folder = local / subfolder if subfolder else local
+        unet, sched = _read_json(folder, "config.json"), _read_json(folder, "scheduler_config.json")
+    else:
+        from diffedit_lab.utils.weights import hf_cached_file
+
+        prefix = f"{subfolder}/" if subfolder else ""
+        found = hf_cached_file(source, f"{prefix}config.json")
+        unet = json.loads(Path(found).read_text()) if found else None
+        found = hf_cached_file(source, f"{prefix}scheduler_config.json")
+        sched = json.loads(Path(found).read_text()) if found else None
+    if unet is None:
+        return None
+    return PriorShape(unet, int((sched or {}).get("num_train_timesteps", 1000)))
+
+
+def describe_prior(node: Any) -> PriorShape | None:
+    """The architecture of the pixel prior a config node builds (see the module docstring)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict) or "_target_" not in node:
+        return None
+    node = {k: v for k, v in node.items() if k != "domain"}
+    target = str(node["_target_"])
+    if target.endswith(_FROM_PRETRAINED):
+        try:
+            return _from_files(str(node.get("source", "")), node.get("subfolder"))
+        except (OSError, ValueError):
+            return None  # unreadable config: the loader reports it when the stage builds the prior
+    from diffedit_lab.diffusion.priors.pixel import UnconditionalPrior
+    from diffedit_lab.utils.instantiate import instantiate
+
+    with torch.device("meta"):
+        prior = instantiate(node)
+    if not isinstance(prior, UnconditionalPrior):
+        return None
+    return PriorShape(dict(prior.unet.config), prior.num_train_timesteps)
