@@ -83,6 +83,11 @@ LATE = [
     ("rectifier/tiny", ["data.resolution=16"], "takes 32x32"),
     ("rectifier/tiny", ["method.edit.preview_t=1000"], "method.edit.preview_t=1000"),
     ("asyrp/tiny", ["method.schedule.t_0=1000"], "t_0=1000"),
+    ("asyrp/tiny", ["method.fit.batch_size=3"], "method.fit.batch_size=3"),
+    ("sdft/tiny", ["stage=[fit,sample]", "method.sample.steps=1001"], "method.sample.steps=1001"),
+    ("sdft/tiny", ["stage=[fit,train_classifier,translate]", "method.translate.steps=2000"], "translate.steps=2000"),
+    ("sdd/tiny", ["method.selection.timesteps=[200,1000]"], "[1000] not below the teacher's T=1000"),
+    ("sdd/tiny", ["stage=[fit]", "method.selection.rule=fixed_1000"], "fixed_1000"),
     ("asyrp/tiny", ["data.resolution=16"], "takes 32x32"),
     # trained weights a stage will load when its training stage does not run
     ("sdd/tiny", ["stage=edit"], "no trained SDD mapper"),

@@ -171,3 +171,13 @@ def preflight_data(node: Any, key: str) -> Any:
         except UserError as exc:
             raise UserError(f"{key}: {exc}") from None
     return dm
+
+
+def check_within(shape: PriorShape | None, **steps: int | None) -> None:
+    """Sampler step counts (key → value, ``__`` for ``.``) must not exceed the prior's T (read from its config)."""
+    if shape is None:
+        return
+    T = shape.num_train_timesteps
+    for key, value in steps.items():
+        if value is not None and int(value) > T:
+            raise UserError(f"method.{key.replace('__', '.')}={value}: expected <= {T} (the prior's T)")

@@ -1,4 +1,4 @@
-"""A pixel prior's architecture without its weights — for start-up checks (layer selections, image sizes,
+"""A diffusion prior's architecture without its weights — for start-up checks (layer selections, image sizes,
 timestep ranges) that must run before anything is built.
 
 :func:`describe_prior` reads ``config.json`` + ``scheduler_config.json`` of a diffusers folder (or the Hugging Face
@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
-_FROM_PRETRAINED = "UnconditionalPrior.from_pretrained"
+_FROM_PRETRAINED = {  # loader -> (subfolder of the U-Net config, subfolder of the scheduler config)
+    "UnconditionalPrior.from_pretrained": (None, None),
+    "StableDiffusionPrior.from_pretrained": ("unet", "scheduler"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,26 +49,26 @@ def _read_json(folder: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _from_files(source: str, subfolder: str | None) -> PriorShape | None:
+def _from_files(source: str, unet_sub: str | None, sched_sub: str | None) -> PriorShape | None:
     local = Path(source).expanduser()
-    if local.is_dir():
-        folder = local / subfolder if subfolder else local
-        unet, sched = _read_json(folder, "config.json"), _read_json(folder, "scheduler_config.json")
-    else:
+
+    def read(sub: str | None, name: str) -> dict | None:
+        if local.is_dir():
+            return _read_json(local / sub if sub else local, name)
         from diffedit_lab.utils.weights import hf_cached_file
 
-        prefix = f"{subfolder}/" if subfolder else ""
-        found = hf_cached_file(source, f"{prefix}config.json")
-        unet = json.loads(Path(found).read_text()) if found else None
-        found = hf_cached_file(source, f"{prefix}scheduler_config.json")
-        sched = json.loads(Path(found).read_text()) if found else None
+        found = hf_cached_file(source, f"{sub}/{name}" if sub else name)
+        return json.loads(Path(found).read_text()) if found else None
+
+    unet = read(unet_sub, "config.json")
     if unet is None:
         return None
-    return PriorShape(unet, int((sched or {}).get("num_train_timesteps", 1000)))
+    sched = read(sched_sub, "scheduler_config.json") or {}
+    return PriorShape(unet, int(sched.get("num_train_timesteps", 1000)))
 
 
 def describe_prior(node: Any) -> PriorShape | None:
-    """The architecture of the pixel prior a config node builds (see the module docstring)."""
+    """The architecture of the prior (pixel U-Net or Stable Diffusion) a config node builds (module docstring)."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(node, DictConfig):
@@ -74,16 +77,18 @@ def describe_prior(node: Any) -> PriorShape | None:
         return None
     node = {k: v for k, v in node.items() if k != "domain"}
     target = str(node["_target_"])
-    if target.endswith(_FROM_PRETRAINED):
+    loader = next((k for k in _FROM_PRETRAINED if target.endswith(k)), None)
+    if loader is not None:
+        unet_sub, sched_sub = _FROM_PRETRAINED[loader]
         try:
-            return _from_files(str(node.get("source", "")), node.get("subfolder"))
+            return _from_files(str(node.get("source", "")), node.get("subfolder") or unet_sub, sched_sub)
         except (OSError, ValueError):
             return None  # unreadable config: the loader reports it when the stage builds the prior
-    from diffedit_lab.diffusion.priors.pixel import UnconditionalPrior
+    from diffedit_lab.diffusion.priors.base import DiffusionPrior
     from diffedit_lab.utils.instantiate import instantiate
 
     with torch.device("meta"):
         prior = instantiate(node)
-    if not isinstance(prior, UnconditionalPrior):
+    if not isinstance(prior, DiffusionPrior) or not hasattr(prior, "unet"):
         return None
     return PriorShape(dict(prior.unet.config), prior.num_train_timesteps)

@@ -69,6 +69,11 @@ class AsyrpModule(EditingMethod):
 
     @classmethod
     def check_fit(cls, cfg: AsyrpConfig, pre: Preflight) -> None:
+        if cfg.fit.batch_size > cfg.fit.num_images:
+            raise UserError(
+                f"method.fit.batch_size={cfg.fit.batch_size}: more than the {cfg.fit.num_images} training images "
+                "(method.fit.num_images); lower it"
+            )
         cls.check_prior(cfg, pre)
 
     @classmethod

@@ -55,6 +55,29 @@ class SDDModule(EditingMethod):
         return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
 
     @classmethod
+    def check_select(cls, cfg: SDDConfig, pre: Preflight) -> None:
+        """The scanned timesteps exist for the teacher (its T, read from its scheduler config, no weights)."""
+        shape = pre.prior_shape(cfg.teacher)
+        bad = [t for t in cfg.selection.timesteps if shape is not None and t >= shape.num_train_timesteps]
+        if bad:
+            raise UserError(
+                f"method.selection.timesteps={list(cfg.selection.timesteps)}: {bad} not below the teacher's "
+                f"T={shape.num_train_timesteps}"
+            )
+
+    @classmethod
+    def check_fit(cls, cfg: SDDConfig, pre: Preflight) -> None:
+        rule = cfg.selection.rule
+        if sel.needs_scan(rule) or cfg.selection.always_scan:
+            cls.check_select(cfg, pre)
+        shape = pre.prior_shape(cfg.teacher)
+        if rule.startswith("fixed_") and shape is not None and rule[6:].isdigit():
+            if int(rule[6:]) >= shape.num_train_timesteps:
+                raise UserError(
+                    f"method.selection.rule={rule}: expected t < {shape.num_train_timesteps} (the teacher's T)"
+                )
+
+    @classmethod
     def check_edit(cls, cfg: SDDConfig, pre: Preflight) -> None:
         if cfg.edit.photos:  # the photos edit also inverts: its folder, names and lists must be there now
             preflight_data(cfg.edit.photos, "method.edit.photos")

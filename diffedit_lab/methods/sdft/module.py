@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.diffusion.priors import UnconditionalPrior
 from diffedit_lab.methods.base import EditingMethod
-from diffedit_lab.methods.preflight import Preflight, preflight_data
+from diffedit_lab.methods.preflight import Preflight, check_within, preflight_data
 from diffedit_lab.methods.sdft import inference
 from diffedit_lab.methods.sdft.config import SDFTConfig
 from diffedit_lab.methods.sdft.ema import make_ema
@@ -85,8 +85,18 @@ class SDFTModule(EditingMethod):
             raise UserError("SDFT translation needs source-domain images: set method.translate.source (e.g. data=ffhq)")
         preflight_data(cfg.translate.source, "method.translate.source")
         shape, factor = pre.prior_shape(cfg.source), cfg.egsde.downsample
+        check_within(shape, translate__steps=cfg.translate.steps, egsde__steps=cfg.egsde.steps)
         if shape is not None and cfg.translate.method == "egsde" and shape.sample_size % factor:
             raise UserError(f"method.egsde.downsample={factor}: must divide the prior's image size {shape.sample_size}")
+
+    @classmethod
+    def check_fit(cls, cfg: SDFTConfig, pre: Preflight) -> None:
+        if cfg.fit.fid_every:
+            check_within(pre.prior_shape(cfg.source), fit__fid_steps=cfg.fit.fid_steps or cfg.sample.steps)
+
+    @classmethod
+    def check_sample(cls, cfg: SDFTConfig, pre: Preflight) -> None:
+        check_within(pre.prior_shape(cfg.source), sample__steps=cfg.sample.steps)
 
     @classmethod
     def check_train_classifier(cls, cfg: SDFTConfig, pre: Preflight) -> None:
@@ -111,6 +121,10 @@ class SDFTModule(EditingMethod):
             preflight_data(cfg.translate.source, "method.translate.source")
         if cfg.eval.target and not cfg.eval.folder.pred:
             preflight_data(cfg.eval.target, "method.eval.target")
+        if not cfg.eval.folder.pred:
+            check_within(
+                pre.prior_shape(cfg.source), sample__steps=cfg.sample.steps, translate__steps=cfg.translate.steps
+            )
 
     def __init__(self, cfg: SDFTConfig):
         super().__init__(cfg)
