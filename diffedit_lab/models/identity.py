@@ -173,6 +173,10 @@ def _read_checkpoint(weights_path: str | os.PathLike, model: nn.Module) -> dict[
     state = load_weights(path, "ArcFace IR-SE50 identity weights")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(
+            f"'{path}' holds a {type(state).__name__}, not an ArcFace IR-SE50 state dict (model_ir_se50.pth)"
+        )
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
     # Checkpoints saved before torch 0.4.1 have no BatchNorm counters; they are unused in eval mode.

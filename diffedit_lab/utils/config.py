@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -34,3 +36,28 @@ def compose_nested(overrides: Sequence[str]) -> DictConfig:
 
         return compose(config_name="config", overrides=list(overrides))
     return compose_config(overrides)
+
+
+def method_settings(schema: type, method: str, key: str = "", **overrides: Any) -> Any:
+    """One section of a method's config from Python (tests, benchmarks, notebooks), as the CLI composes it:
+    ``method=<method>``'s ``key`` node (``""``: the whole ``method``) with ``overrides`` on top, checked against
+    ``schema``. ``conf/method/<method>.yaml`` is the one place defaults live (the schemas type and bound every key
+    but state no default), so a caller that wants "the defaults but λ = 0" writes
+    ``method_settings(LossConfig, "sdft", "loss", lambda_distill=0.0)`` instead of restating them."""
+    import copy
+
+    from diffedit_lab.utils.schema import validate
+
+    node = copy.deepcopy(_method_node(method, key))  # the cached node stays as composed
+    return validate(schema, {**node, **overrides}, ".".join(filter(None, ("method", key))))
+
+
+@functools.lru_cache(maxsize=None)
+def _method_node(method: str, key: str) -> dict:
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    cfg = compose_config([f"method={method}", f"paths.output_dir={tempfile.gettempdir()}/diffedit_lab_settings"])
+    node = OmegaConf.select(cfg.method, key) if key else cfg.method
+    return OmegaConf.to_container(node, resolve=True)

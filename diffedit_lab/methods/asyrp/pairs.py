@@ -22,6 +22,7 @@ from diffedit_lab.data.sampler import ResumableDataLoader, resumable_train_loade
 from diffedit_lab.methods.asyrp import process
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.io import atomic_torch_save
+from diffedit_lab.utils.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ def inversion_pairs(module, datamodule, cache_dir: Path) -> tuple[torch.Tensor, 
         raise UserError(f"method.fit.batch_size={c.fit.batch_size}: more than the {len(x0)} training images; lower it")
     path = cache_dir / f"train-{pairs_key(x0, prior, c.invert.steps, c.schedule.t_0)}.pt"
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if torch.equal(saved["x0"], x0):
+        try:
+            saved = load_weights(path, "Asyrp inversion cache")
+        except UserError as exc:  # a damaged cache file is recomputed (and replaced atomically below)
+            log.warning("%s: inverting again", exc)
+            saved = None
+        if isinstance(saved, dict) and isinstance(saved.get("x0"), torch.Tensor) and torch.equal(saved["x0"], x0):
             log.info("reusing the inverted training images from %s", path)
             return x0, saved["x_T"]
     log.info("inverting %d training images (%d DDIM steps) → %s", len(x0), c.invert.steps, path)
