@@ -95,6 +95,14 @@ def check_overwrite(value: Any) -> bool:
     return value
 
 
+def check_random_weights(value: Any) -> bool:
+    """``random_weights`` must be a boolean: true builds every pretrained component at its released shape with
+    random weights (:mod:`diffedit_lab.models.real_shapes`); a string such as ``'false'`` would be truthy."""
+    if not isinstance(value, bool):
+        raise ConfigError("random_weights", value, "expected true or false")
+    return value
+
+
 def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
@@ -148,14 +156,44 @@ def _user_key(cfg: DictConfig, name: str) -> str:
 
 def check_component_files(cfg: DictConfig, names: list[str]) -> None:
     """The weight files of the components the requested stages load (``Stage.needs``) must exist — checked
-    before any model is built. Hub ids and unset values are left to the component's own loader."""
+    before any model is built. Hub ids and unset values are left to the component's own loader. A component with
+    ``random_weights: true`` reads no file: its released architecture must be known instead (a prior's source)."""
     for name in names:
         node = cfg.method.get(name)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
+        if "random_weights" in node:
+            where = f"{_user_key(cfg, name)}.random_weights"
+            if _check_random_component(node, where):
+                continue
         for key in _WEIGHT_KEYS:
             value = node.get(key)
             if not isinstance(value, str) or not value or not _looks_local(value):
                 continue
             if not Path(value).expanduser().exists():
                 raise UserError(f"{_user_key(cfg, name)}.{key}={value}: no such file or folder")
+
+
+def _check_random_component(node: DictConfig, where: str) -> bool:
+    """A component's ``random_weights`` is a boolean; when true, a prior's source must name a released
+    architecture (:mod:`diffedit_lab.models.real_shapes`). True when the component will not read its weights."""
+    value = node.get("random_weights")
+    if not isinstance(value, bool):
+        raise ConfigError(where, value, "expected true or false")
+    if not value:
+        return False
+    from diffedit_lab.models import real_shapes
+
+    target = str(node.get("_target_"))
+    lookup = {
+        "UnconditionalPrior.from_pretrained": real_shapes.pixel_prior_shape,
+        "StableDiffusionPrior.from_pretrained": real_shapes.sd_prior_shape,
+    }
+    for suffix, find in lookup.items():
+        if target.endswith(suffix):
+            try:
+                find(str(node.get("source")))
+            except UserError as exc:
+                key = where.removesuffix(".random_weights") + ".source"
+                raise UserError(f"{key}={node.get('source')}: {exc}") from None
+    return True

@@ -35,6 +35,7 @@ class RunResult:
     value: float | None
     metrics: dict[str, float]
     objects: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # what each stage returned, by name
 
 
 def close_loggers(loggers: list | None = None) -> None:
@@ -141,19 +142,20 @@ def run(cfg: DictConfig) -> RunResult:
     if previous.is_file():  # stages run earlier on this run dir: merge, never drop their results
         ctx.metrics.update(json.loads(previous.read_text()))
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(s.name for s in stages))
+    results: dict[str, dict[str, float]] = {}
     try:
         for stage in stages:
             if not stage.distributed and ctx.global_rank != 0:
                 continue  # DDP workers re-run the script: rank-0 stages run once
             t0 = time.perf_counter()
-            method.run_stage(stage, ctx)
+            results[stage.name] = method.run_stage(stage, ctx) or {}
             ctx.write_metrics({f"time/{stage.name}_s": time.perf_counter() - t0})  # e.g. a method's training cost
     finally:
         close_loggers(loggers)
     if ctx.global_rank == 0:
         atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
     objects = {"method": method, "datamodule": datamodule, "loggers": loggers, "context": ctx, "stages": stages}
-    return RunResult(value=_swept_value(cfg, ctx.metrics), metrics=dict(ctx.metrics), objects=objects)
+    return RunResult(_swept_value(cfg, ctx.metrics), dict(ctx.metrics), objects, results)
 
 
 def _swept_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, run_cli
+from tests.helpers import CONF, ROOT, run_cli
 
 GROUPS = [
     "method",
@@ -90,3 +94,92 @@ def test_prompt_preset_brings_sdd_settings_and_method_keys_override_them(compose
     # free text keeps the preset's (or the method's) training settings
     cfg = compose("prompt.text=a face with freckles", tiny=False)
     assert cfg.method.prompt.text == "a face with freckles" and cfg.method.fit.steps == 4000
+
+
+# --- every preset against its method's schema; defaults stated once (the YAML) ---------------------------------
+
+
+def _sweep_first_job(name: str) -> list[str]:
+    """The overrides of a multirun preset's first job (``hydra.sweeper.params``: each parameter's first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(OmegaConf.load(CONF / "experiment" / f"{name}.yaml"), "hydra.sweeper.params") or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" for o in parsed]
+
+
+def _presets() -> list:
+    """(id, overrides) for every experiment (a multirun one as its first job) and every file under
+    conf/method/<m>/: variants (``method=<m>/tiny``), per-prompt presets (``method=<m> prompt=<name>``, with a
+    generator of the prompt's domain) and option groups (``+method/<m>/<group>@<package>=<name>``)."""
+    cases = []
+    for name in options("experiment"):
+        first = _sweep_first_job(name)
+        cases.append(pytest.param([f"experiment={name}", *first], id=f"experiment={name}" + (" (job 0)" * bool(first))))
+    generator_of = {OmegaConf.load(p).get("domain"): p.stem for p in sorted((CONF / "generator").glob("*.yaml"))}
+    for path in sorted((CONF / "method").glob("*/**/*.yaml")):
+        rel = path.relative_to(CONF / "method").with_suffix("")
+        method, group = rel.parts[0], rel.parts[1:-1]
+        if not group:
+            overrides = [f"method={rel.as_posix()}"]
+        elif group == ("prompt",):
+            domain = OmegaConf.load(CONF / "prompt" / path.name).domain  # the preset is picked by this prompt
+            overrides = [f"method={method}", f"prompt={rel.name}"] + (
+                [f"generator={generator_of[domain]}"] if domain in generator_of and method == "sdd" else []
+            )
+        else:  # an option group of the method, placed where its `# @package` header says
+            header = path.read_text().splitlines()[0]
+            assert header.startswith("# @package "), f"{path}: expected a '# @package <node>' first line"
+            package = header.removeprefix("# @package ").strip()
+            overrides = [f"method={method}", f"+method/{method}/{'/'.join(group)}@{package}={rel.name}"]
+        cases.append(pytest.param(overrides, id=f"method/{rel.as_posix()}"))
+    return cases
+
+
+@pytest.mark.parametrize("overrides", _presets())
+def test_every_preset_validates_against_its_method_schema(compose, overrides):
+    """Each experiment and method variant is a valid run of its method: the schema accepts every value (types,
+    ranges, choices, cross-field rules) and finds every key it requires. Nothing is built."""
+    from diffedit_lab.checks import validate_method
+    from diffedit_lab.run import method_class_of
+
+    cfg = compose(*overrides, tiny=False)
+    cls = method_class_of(cfg.method)
+    assert dataclasses.is_dataclass(validate_method(cls, cfg.method)), cls
+
+
+def _stated_in_both(schema: type, node: dict, key: str) -> list[str]:
+    """The keys ``node`` (a composed method YAML) sets whose ``schema`` field also carries a default.
+
+    Only the fields of nested sections (``X`` or ``X | None``) are followed; the item schema of a mapping or a list
+    (compare's ``entries: dict[str, EntryConfig]``) keeps its defaults: they serve the entries a user adds, and the
+    YAML's entries are data, not defaults."""
+    hints, found = typing.get_type_hints(schema), []
+    for f in dataclasses.fields(schema):
+        name = f.metadata.get("key", f.name)
+        if name not in node:
+            continue  # a default the YAML does not restate: stated once
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            found.append(f"{key}.{name}")
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+        if dataclasses.is_dataclass(tp) and isinstance(node[name], dict):
+            found += _stated_in_both(tp, node[name], f"{key}.{name}")
+    return found
+
+
+TOY_SEARCH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'conf'}]"  # tests/test_new_method.py's method
+
+
+@pytest.mark.parametrize("method", [*options("method"), "toy"])
+def test_defaults_are_stated_once_in_the_yaml_not_the_schema(compose, method):
+    """conf/method/<m>.yaml is the one place a default lives (what ``--cfg job`` prints and overrides change); the
+    schema types and bounds each key but states no default for one the YAML sets, so the two cannot disagree
+    (they did: SDD's fit.steps was 1000 in the schema, 4000 in the YAML)."""
+    from diffedit_lab.run import method_class_of
+
+    cfg = compose(f"method={method}", *([TOY_SEARCH] if method == "toy" else []), tiny=False)
+    node = OmegaConf.to_container(cfg.method, resolve=False)
+    twice = _stated_in_both(method_class_of(cfg.method).Config, node, "method")
+    assert not twice, f"defaults stated in both conf/method/{method}.yaml and the schema (drop the schema's): {twice}"

@@ -12,9 +12,11 @@ elsewhere. The small random model of tests and the offline demo is built by :mod
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,53 @@ def _resolve_tag(model_name: str, tag: str, cache_dir: str | None) -> tuple[str,
     return path, tag_cfg
 
 
+_OPEN_CLIP_RANDOM = "No pretrained weights loaded for model"
+
+
+@contextlib.contextmanager
+def _quiet_root(prefix: str) -> Iterator[None]:
+    """Drop the root logger's records starting with ``prefix`` inside the block (open_clip's own "initialized
+    randomly" warning, which :func:`~diffedit_lab.models.real_shapes.announce` already says)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def _random_model(
+    model_name: str, pretrained: str | None, precision: str, device: torch.device | str | None
+) -> tuple[nn.Module, Any, Any, dict[str, Any]]:
+    """(model, mean, std, model config): the released ``model_name`` architecture with seeded random weights."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from diffedit_lab.models import real_shapes
+    from diffedit_lab.utils.rng import seeded
+
+    if model_name.startswith(LOCAL_DIR) or open_clip.get_model_config(model_name) is None:
+        raise UserError(
+            f"clip.model_name='{model_name}': random_weights=true needs an open_clip model name (e.g. ViT-B-32) "
+            "whose architecture open_clip knows"
+        )
+    tag = pretrained if pretrained and not os.path.isfile(os.path.expanduser(pretrained)) else None
+    tag_cfg = (get_pretrained_cfg(model_name, tag) or {}) if tag and not tag.startswith(LOCAL_DIR) else {}
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    real_shapes.announce(f"open_clip {model_name}" + (f" ({tag})" if tag_cfg else ""))
+    with seeded(real_shapes.RANDOM_WEIGHTS_SEED, device), _quiet_root(_OPEN_CLIP_RANDOM):  # said once, above
+        model = open_clip.create_model(
+            model_name, pretrained=None, precision=precision, device=device or "cpu", force_quick_gelu=quick_gelu
+        )
+    model_cfg = dict(open_clip.get_model_config(model_name))
+    if quick_gelu:
+        model_cfg["quick_gelu"] = True
+    return model, tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD), model_cfg
+
+
 _LOCAL_HINT = "or set clip.pretrained to a weights file or to 'local-dir:<dir with open_clip_config.json>'"
 
 
@@ -97,7 +146,9 @@ class CLIPGuide(nn.Module):
     ``model``: an open_clip model built elsewhere, wrapped as is (``model_name`` then only names its tokenizer,
     ``pretrained``/``precision``/``cache_dir`` are unused); ``model_cfg`` is its open_clip architecture config,
     kept for :func:`save_local_dir`.
-    A given ``device`` receives the guide.
+    A given ``device`` receives the guide. ``random_weights=True`` (the real-shape switch,
+    :mod:`diffedit_lab.models.real_shapes`): open_clip's ``model_name`` architecture (with the ``pretrained`` tag's
+    QuickGELU and normalisation) and seeded random weights, one WARNING line, nothing read or downloaded.
     """
 
     def __init__(
@@ -110,8 +161,12 @@ class CLIPGuide(nn.Module):
         model: nn.Module | None = None,
         model_cfg: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
+        random_weights: bool = False,
     ) -> None:
         super().__init__()
+        from diffedit_lab.models import real_shapes
+
+        random = real_shapes.check_flag(random_weights, "clip.random_weights")
         self.templates = list(templates) if templates else ["{}"]
         for t in self.templates:
             if "{}" not in t:
@@ -119,6 +174,9 @@ class CLIPGuide(nn.Module):
         if model is not None:
             tokenizer_name, mean, std = model_name, CLIP_MEAN, CLIP_STD
             self.name = f"{model_name}/custom"
+        elif random:
+            model, mean, std, model_cfg = _random_model(model_name, pretrained, precision, device)
+            tokenizer_name, self.name = model_name, f"{model_name}/random-weights"
         else:
             model, tokenizer_name, mean, std, model_cfg = self._build(model_name, pretrained, precision, cache_dir)
             self.name = f"{model_name}/{pretrained}"

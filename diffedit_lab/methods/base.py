@@ -161,16 +161,33 @@ class EditingMethod(LightningModule):
         return state
 
     # --- stages -----------------------------------------------------------------------------------------------
-    def run_stage(self, stage: Stage, ctx: StageContext) -> None:
+    def run_stage(self, stage: Stage, ctx: StageContext) -> dict[str, float] | None:
+        """Run ``stage_<name>(ctx)`` and return what it returns (its metrics, when it has any)."""
         log.info("stage %s", stage.name)
         self.stage = stage
-        getattr(self, f"stage_{stage.name}")(ctx)
+        return getattr(self, f"stage_{stage.name}")(ctx)
 
-    def run_training(self, ctx: StageContext, settings: Any, callbacks: Sequence = ()) -> None:
-        """``trainer.fit`` on a Trainer of this stage's own (max_steps, callbacks, ``checkpoints/<stage>/``),
-        resumed from that folder when ``ckpt_path=last``."""
-        trainer = ctx.fit_trainer(self.stage, settings, callbacks)
-        trainer.fit(self, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(self.stage))
+    def run_training(
+        self,
+        ctx: StageContext,
+        settings: Any,
+        callbacks: Sequence = (),
+        *,
+        module: LightningModule | None = None,
+        prefixes: tuple[str, ...] = ("train/",),
+        max_epochs: int | None = None,
+        **fit_kwargs: Any,
+    ) -> dict[str, float]:
+        """``trainer.fit`` of this stage on a Trainer of its own (max_steps, callbacks, ``checkpoints/<stage>/``,
+        resumed from that folder when ``ckpt_path=last``) — the one way every training stage trains. ``module``:
+        another LightningModule the stage trains (e.g. SDFT's domain classifier); ``fit_kwargs``: the data
+        (``datamodule=`` / ``train_dataloaders=``; default the run's datamodule). Returns the logged metrics whose
+        names start with ``prefixes``."""
+        trainer = ctx.fit_trainer(self.stage, settings, callbacks, max_epochs=max_epochs)
+        if "datamodule" not in fit_kwargs and "train_dataloaders" not in fit_kwargs:
+            fit_kwargs["datamodule"] = ctx.datamodule
+        trainer.fit(module or self, ckpt_path=ctx.resume_path(self.stage), **fit_kwargs)
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
 
     def run_predict(self, ctx: StageContext, dataloader, step: Callable, callbacks: Sequence = ()) -> None:
         """Lightning's predict loop over ``dataloader`` with ``step(batch, batch_idx) -> outputs``; the callbacks

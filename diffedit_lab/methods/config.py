@@ -2,6 +2,11 @@
 
 Each method's own schema (e.g. ``methods/sdd/config.py``) is a dataclass built from these pieces and is checked by
 ``diffedit_lab.utils.schema.validate`` at start-up, before any model is built.
+
+A schema types and bounds every key but states no default: ``conf/method/<m>.yaml`` is the one place defaults live
+(what ``--cfg job`` prints and overrides change), so every field is required and a key the YAML lacks is a one-line
+error. Python callers get a method's defaults with ``diffedit_lab.utils.config.method_settings``.
+``tests/test_configs.py`` keeps it so: no schema field that the YAML sets may carry a default.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ Component = dict[str, Any]  # a Hydra `_target_` node (generator, prior, CLIP, â
 class PromptConfig:
     """The shared ``prompt`` group: what every text-guided method reads (SDD, Rectifier, SDEdit/DDIB)."""
 
-    name: str = "custom"
-    text: str = ""
-    source_text: str = ""
-    domain: str = "any"
+    name: str
+    text: str
+    source_text: str
+    domain: str
 
     def check(self, key: str) -> None:
         if not self.text.strip():
@@ -35,23 +40,23 @@ class PromptConfig:
 class TrainStageConfig:
     """A training stage's own loop: its Trainer gets ``max_steps=steps`` and writes ``checkpoints/<stage>/``."""
 
-    steps: int = field(default=1000, metadata=bounds(ge=1))
-    checkpoint_every: int = field(default=1000, metadata=bounds(ge=1))
-    preview_every: int = field(default=0, metadata=bounds(ge=0))  # image grids every N steps (0 = off)
+    steps: int = field(metadata=bounds(ge=1))
+    checkpoint_every: int = field(metadata=bounds(ge=1))
+    preview_every: int = field(metadata=bounds(ge=0))  # image grids every N steps (0 = off)
 
 
 @dataclass
 class FolderEvalConfig:
     """``stage=eval`` on any two folders of images (``pred`` scored against ``ref``)."""
 
-    pred: str | None = None
-    ref: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "kid"])
-    resolution: int = field(default=256, metadata=bounds(ge=8))
-    batch_size: int = field(default=16, metadata=bounds(ge=1))
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
+    pred: str | None
+    ref: str | None
+    metrics: list[str]
+    resolution: int = field(metadata=bounds(ge=8))
+    batch_size: int = field(metadata=bounds(ge=1))
+    fid_feature: str | int
+    fid_weights_path: str | None
+    lpips_backbone_path: str | None
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics)
@@ -93,13 +98,13 @@ class EditEvalConfig:
     """``eval`` of an editing method: metrics over the first ``max_images`` test images (edited as in ``edit``), or
     any folder pair (``folder.pred``/``folder.ref``)."""
 
-    max_images: int | None = field(default=100, metadata=bounds(ge=1))
-    batch_size: int = field(default=4, metadata=bounds(ge=1))
-    metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "lpips", "fid", "kid"])
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
-    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
+    max_images: int | None = field(metadata=bounds(ge=1))
+    batch_size: int = field(metadata=bounds(ge=1))
+    metrics: list[str]
+    fid_feature: str | int
+    fid_weights_path: str | None
+    lpips_backbone_path: str | None
+    folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics)

@@ -10,7 +10,6 @@ stage finds the trained weights it will load when their training stage does not 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +17,10 @@ from typing import Any
 
 from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.diffusion.priors.shape import PriorShape, describe_prior
-from diffedit_lab.methods.stage import Stage
+from diffedit_lab.methods.stage import Stage, launch_rank
 from diffedit_lab.utils.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def launch_rank() -> int:
-    """This process's global rank as the launcher set it (0 when not launched as a DDP worker) — no Trainer needed."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        value = os.environ.get(key)
-        if value is not None and value.strip().isdigit():
-            return int(value)
-    return 0
 
 
 @dataclass

@@ -11,12 +11,15 @@ it needs:
   passes (image writers, metrics); rank-0 stages get a single-device Trainer, distributed ones the configured
   strategy.
 
-Per-stage values reach the configured callbacks through the ``${stage:key}`` resolver (keys: ``name``,
-``checkpoint_dir``, ``checkpoint_every``, ``preview_every``, ``images_dir``); outside a stage it yields null.
+Per-stage values reach the configured callbacks when the factory instantiates them: a callback config names the
+constructor arguments it wants from the stage in ``_stage_`` (``{dirpath: checkpoint_dir, every_n_train_steps:
+checkpoint_every}``; values: ``name``, ``checkpoint_dir``, ``checkpoint_every``, ``preview_every``, ``images_dir``) —
+no global state, nothing to resolve outside a stage.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +27,12 @@ from typing import Any
 
 import torch
 from lightning import Callback, Trainer
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffedit_lab.callbacks.checkpoint_io import latest_checkpoint
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump
-from diffedit_lab.utils.resolvers import stage_scope
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,24 @@ class Stage:
             object.__setattr__(self, "distributed", True)
 
 
-def instantiate_all(group: DictConfig | None) -> list:
-    """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → [])."""
+def instantiate_all(group: DictConfig | None, stage_values: dict[str, Any] | None = None) -> list:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → []). An entry's ``_stage_``
+    mapping (argument → key of ``stage_values``) passes that stage's values to its constructor."""
     if not group:
         return []
-    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+    out = []
+    for node in group.values():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        wanted = node.get("_stage_")
+        wanted = OmegaConf.to_container(wanted, resolve=True) if isinstance(wanted, DictConfig) else {}
+        if wanted and stage_values is None:
+            raise ValueError(f"{node._target_} takes per-stage values ({sorted(wanted)}): build it for a stage")
+        node = node.copy()
+        with open_dict(node):
+            node.pop("_stage_", None)
+        out.append(instantiate(node, **{arg: stage_values[key] for arg, key in wanted.items()}))
+    return out
 
 
 class FinalCheckpoint(Callback):
@@ -106,18 +121,18 @@ class StageContext:
     metrics: dict[str, float] = field(default_factory=dict)
     trainer: Trainer | None = None  # the stage's current Trainer (set by the factory)
 
-    def __post_init__(self) -> None:
-        # rank and device as the configured strategy sees them (DDP children learn their rank from the env)
-        self._probe = Trainer(**self._trainer_kwargs(self.trainer_cfg), logger=False, callbacks=[])
-
     # --- where things are ----------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return (self.trainer or self._probe).strategy.root_device
+        """The stage's Trainer's root device, or — before one exists — the device the configured accelerator
+        gives this process (no Trainer is built to learn it)."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return configured_device(self.trainer_cfg)
 
     @property
     def global_rank(self) -> int:
-        return self._probe.global_rank
+        return launch_rank()
 
     def checkpoint_dir(self, stage: str) -> Path:
         return self.run_dir / "checkpoints" / stage
@@ -142,8 +157,11 @@ class StageContext:
                 cfg[k] = v
         return dict(instantiate(cfg, _partial_=True).keywords)
 
-    def fit_trainer(self, stage: Stage, settings: Any, callbacks: Sequence = ()) -> Trainer:
-        """A fresh Trainer for a training stage: its own max_steps, callbacks and checkpoint folder."""
+    def fit_trainer(
+        self, stage: Stage, settings: Any, callbacks: Sequence = (), max_epochs: int | None = None
+    ) -> Trainer:
+        """A fresh Trainer for a training stage: its own max_steps, callbacks and checkpoint folder (the one
+        factory every training stage goes through: :meth:`EditingMethod.run_training`)."""
         steps = int(settings.steps)
         cap = self.trainer_cfg.get("max_steps")
         if cap is not None and int(cap) >= 0:
@@ -155,14 +173,14 @@ class StageContext:
             "preview_every": int(getattr(settings, "preview_every", 0) or 0),
             "images_dir": str(self.run_dir / "images" / stage.name),
         }
-        with stage_scope(values):
-            configured = instantiate_all(self.callbacks_cfg)
+        configured = instantiate_all(self.callbacks_cfg, values)
         if not self.loggers:  # logger=none: the LR monitor has nowhere to write
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
+        extra = {} if max_epochs is None else {"max_epochs": int(max_epochs)}
         self.trainer = Trainer(
-            **self._trainer_kwargs(self.trainer_cfg),
+            **self._trainer_kwargs(self.trainer_cfg, **extra),
             max_steps=steps,
             callbacks=[*configured, *callbacks, FinalCheckpoint(self.checkpoint_dir(stage.name))],
             logger=self.loggers or False,
@@ -202,6 +220,34 @@ class StageContext:
         from diffedit_lab.utils.loggers import log_image_file
 
         log_image_file(self.loggers, key, path, step=self.trainer.global_step if self.trainer else 0)
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it (0 when not a DDP worker), read from the environment in
+    Lightning's order (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``) — no Trainer needed."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        value = os.environ.get(key, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def configured_device(trainer_cfg: DictConfig) -> torch.device:
+    """The root device the configured accelerator/devices give this process (Lightning's choice for rank 0 of a
+    GPU run is the first listed device; a DDP worker takes the one at its ``LOCAL_RANK``)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not cuda:
+        mps = accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available())
+        return torch.device("mps") if mps else torch.device("cpu")
+    devices = trainer_cfg.get("devices", "auto")
+    ids: list[int] = []
+    if isinstance(devices, str) and "," in devices:
+        ids = [int(d) for d in devices.split(",") if d.strip()]
+    elif not isinstance(devices, int | str):
+        ids = [int(d) for d in devices]
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    return torch.device("cuda", ids[local] if local < len(ids) else local)
 
 
 def check_stages(declared: Sequence[Stage], requested: str | Sequence[str] | None, owner: str) -> list[Stage]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.io import load_weights
+from diffedit_lab.utils.rng import seeded
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +201,25 @@ def build_identity(
     weights_path: str | os.PathLike | None = None,
     enabled: bool = True,
     device: torch.device | str | None = None,
+    random_weights: bool = False,
 ) -> IdentityEncoder | None:
     """Hydra factory for the ArcFace IR-SE50 identity encoder, or ``None`` to switch identity losses/metrics off.
 
     Returns ``None`` when ``enabled`` is false, or when no weights are given: a randomly initialised ArcFace
     would make the identity loss meaningless noise, so methods must treat ``None`` as "no identity term".
+    ``random_weights=True`` (the explicit real-shape switch, :mod:`diffedit_lab.models.real_shapes`) is the one
+    exception: IR-SE50 with seeded random weights, one WARNING line, ``weights_path`` never read.
     The random tiny encoder of tests and the demo is :func:`diffedit_lab.testing.identity.tiny_identity`.
     """
+    from diffedit_lab.models import real_shapes
+
+    random = real_shapes.check_flag(random_weights, "identity.random_weights")
     if not enabled:
         return None
+    if random:
+        real_shapes.announce("ArcFace IR-SE50 (model_ir_se50.pth)")
+        with seeded(real_shapes.RANDOM_WEIGHTS_SEED, device):
+            return IdentityEncoder(None, IRSE50)
     if weights_path is None:
         log.warning("identity loss/metric disabled: set identity.weights_path to model_ir_se50.pth to enable it")
         return None

@@ -1,16 +1,17 @@
 """Randomly initialised StyleGAN2 generators: the tiny one of tests and the demo (``generator=tiny``) and
-real-shaped ones for the benchmark. Same class and checkpoint code as pretrained generators
-(:mod:`diffedit_lab.models.stylegan2`), only the weights are random."""
+the generic ``random_generator`` (any shape; production code in :mod:`diffedit_lab.models.stylegan2`, re-exported
+here). Same class and checkpoint code as pretrained generators, only the weights are random."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from diffedit_lab.models.stylegan2 import StyleGAN2Generator, load_generator
-from diffedit_lab.testing._seed import seeded
+from diffedit_lab.models.stylegan2 import StyleGAN2Generator, load_generator, random_generator
+
+__all__ = ["TINY_CHANNELS", "random_generator", "tiny_channels", "tiny_generator"]
 
 # A few channels per resolution: a 32-64 px generator that runs in milliseconds on CPU.
 TINY_CHANNELS: dict[int, int] = {4: 16, 8: 16, 16: 16, 32: 8, 64: 8, 128: 8, 256: 8, 512: 8, 1024: 8}
@@ -19,25 +20,6 @@ TINY_CHANNELS: dict[int, int] = {4: 16, 8: 16, 16: 16, 32: 8, 64: 8, 128: 8, 256
 def tiny_channels() -> dict[int, int]:
     """A fresh copy of :data:`TINY_CHANNELS` (resolution → feature channels)."""
     return dict(TINY_CHANNELS)
-
-
-def random_generator(
-    size: int,
-    style_dim: int = 512,
-    n_mlp: int = 8,
-    channel_multiplier: int = 2,
-    channels: Mapping[int, int] | None = None,
-    crop: Sequence[int] | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> StyleGAN2Generator:
-    """A StyleGAN2 generator with random weights from ``seed`` (the global RNG is left alone), in eval mode;
-    with a ``device`` it is initialised there. E.g. config-f 1024: ``random_generator(1024)``."""
-    with seeded(seed, device):
-        gen = StyleGAN2Generator(
-            size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier, channels=channels, crop=crop
-        )
-    return gen.eval()
 
 
 def tiny_generator(

@@ -38,7 +38,7 @@ def compose_nested(overrides: Sequence[str]) -> DictConfig:
     return compose_config(overrides)
 
 
-def method_settings(schema: type, method: str, key: str = "", **overrides: Any) -> Any:
+def method_settings(schema: type, method: str, key: str = "", /, **overrides: Any) -> Any:
     """One section of a method's config from Python (tests, benchmarks, notebooks), as the CLI composes it:
     ``method=<method>``'s ``key`` node (``""``: the whole ``method``) with ``overrides`` on top, checked against
     ``schema``. ``conf/method/<method>.yaml`` is the one place defaults live (the schemas type and bound every key
@@ -52,7 +52,7 @@ def method_settings(schema: type, method: str, key: str = "", **overrides: Any) 
     return validate(schema, {**node, **overrides}, ".".join(filter(None, ("method", key))))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _method_node(method: str, key: str) -> dict:
     import tempfile
 

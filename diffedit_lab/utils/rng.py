@@ -4,12 +4,15 @@ Lightning writes checkpoints from rank 0 only, so a generator state saved by a m
 rank 0's; resumed as is, every rank would draw rank 0's numbers (a global batch of duplicated noise). Instead each
 rank's state is gathered into the checkpoint (``on_save_checkpoint`` runs on every rank) and each rank restores its
 own row. A checkpoint from another world size falls back to a fresh, distinct stream per rank
-(:func:`rank_seed` of the step), which is reproducible but not the uninterrupted run's.
+(:func:`rank_seed` of the step), which is reproducible but not the uninterrupted run's. :func:`seeded` builds
+seeded networks without moving the global stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 
 import torch
 
@@ -74,3 +77,17 @@ def load_stream(module, checkpoint: dict, key: str, gen: torch.Generator, seed: 
         gen.set_state(checkpoint[key])
     else:
         gen.manual_seed(rank_seed(seed, rank, key, module.global_step))
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the block with ``torch.manual_seed(seed)`` and restore the global CPU RNG (and that of a CUDA
+    ``device``) afterwards, so building a seeded model (a fresh network, a random-weights prior) never shifts the
+    random numbers drawn after it. With a ``device``, tensors created in the block without an explicit device are
+    created there (fast random init of large models directly on the GPU)."""
+    dev = torch.device(device) if device is not None else None
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev and dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        with dev if dev is not None else contextlib.nullcontext():
+            yield

@@ -4,8 +4,10 @@ A method (or any other configurable part) declares its options as nested ``@data
 turns the composed Hydra node into an instance of that dataclass, checking every value against its annotation
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Literal[...]``, nested
 dataclasses, ``Any``) and the field's declared bounds (``field(metadata=bounds(ge=1))``), then calls the
-dataclass's ``check()`` for rules that span several fields. Every failure is one line naming the full key, the
-value and what is allowed: ``method.fit.steps='abc': expected an integer``.
+dataclass's ``check()`` for rules that span several fields. A key missing from the node is an error unless its
+field has a default (method schemas have none: their YAML states every default, see ``methods/config.py``). Every
+failure is one line naming the full key, the value and what is allowed: ``method.fit.steps='abc': expected an
+integer``.
 
 Why not OmegaConf structured configs alone: they know neither ``Literal`` choices nor ranges, and their errors
 are multi-line. Unknown keys are still refused by Hydra's struct mode at composition.
@@ -32,7 +34,7 @@ class ConfigError(UserError):
 
 
 def bounds(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None):
-    """Field metadata for a numeric range: ``steps: int = field(default=1, metadata=bounds(ge=1))``."""
+    """Field metadata for a numeric range: ``steps: int = field(metadata=bounds(ge=1))``."""
     return {"bounds": {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None}}
 
 
@@ -182,5 +184,5 @@ def as_dict(obj: Any) -> Any:
 
 
 def target(name: str = "_target_"):
-    """A dataclass field holding a Hydra key with leading underscores (``_target_``)."""
-    return dataclasses.field(default="", metadata={"key": name})
+    """A (required) dataclass field holding a Hydra key with leading underscores (``_target_``)."""
+    return dataclasses.field(metadata={"key": name})

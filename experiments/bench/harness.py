@@ -86,18 +86,23 @@ class Bench:
         device: torch.device,
         fns: dict[str, tuple[Callable[[], Any], dict[str, Any]]],
         repeats: int | None = None,
+        warmup: int | None = None,
     ) -> None:
-        """``fns``: name → (callable, extra fields of the entry); functions given together are interleaved."""
+        """``fns``: name → (callable, extra fields of the entry); functions given together are interleaved.
+        ``repeats``/``warmup``: this group's own counts (e.g. fewer for minute-long real-size steps on a CPU)."""
         torch.manual_seed(SEED)
-        stats = time_calls({k: v[0] for k, v in fns.items()}, device, repeats or self.repeats, self.warmup)
+        warmup = self.warmup if warmup is None else warmup
+        stats = time_calls({k: v[0] for k, v in fns.items()}, device, repeats or self.repeats, warmup)
         for name, (_, extra) in fns.items():
             entry = {"name": name, "size": size, "device": device_name(device), **extra, **stats[name]}
             self.entries.append(entry)
-            print(f"  {name:<28} {size:<5} {entry['median_ms']:>11.2f} ms", flush=True)
+            batch = f" b{extra['batch']}" if "batch" in extra else ""
+            print(f"  {name:<28} {size:<5} {entry['median_ms']:>11.2f} ms{batch}", flush=True)
 
-    def median(self, name: str, size: str) -> float | None:
+    def median(self, name: str, size: str, batch: int | None = None) -> float | None:
+        """The median of entry ``name`` at ``size`` (the first one; with ``batch``, the first at that batch)."""
         for e in self.entries:
-            if e["name"] == name and e["size"] == size:
+            if e["name"] == name and e["size"] == size and (batch is None or e.get("batch") == batch):
                 return e["median_ms"]
         return None
 
@@ -201,15 +206,28 @@ def suite_parser(doc: str, batch_help: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=None, help=batch_help)
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=("cuda", "cpu"),
+        help="device of the real sizes (default cuda; cpu: minutes per real-size step); tiny always runs on the CPU",
+    )
     return p
 
 
-def suite_sizes(choice: str) -> list[str]:
-    """``tiny`` / ``real`` / ``all`` → the sizes to run; real sizes need CUDA (a one-line exit otherwise)."""
+def suite_sizes(choice: str, device: str | None = None) -> list[str]:
+    """``tiny`` / ``real`` / ``all`` → the sizes to run. Real sizes run on CUDA, or on the CPU when asked for
+    (``device="cpu"``); a one-line exit when they would need CUDA and none is visible."""
     cuda = torch.cuda.is_available()
-    if choice == "real" and not cuda:
-        raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny")
-    return {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * cuda}[choice]
+    if choice == "real" and device != "cpu" and not cuda:
+        raise SystemExit("--sizes real needs a CUDA device (none is visible); use --sizes tiny or --device cpu")
+    real = device == "cpu" or cuda
+    return {"tiny": ["tiny"], "real": ["real"], "all": ["tiny"] + ["real"] * real}[choice]
+
+
+def real_device(device: str | None) -> torch.device:
+    """The device of the real sizes of a suite run alone: ``--device``, default CUDA."""
+    return torch.device(device or "cuda")
 
 
 def print_table(results: dict[str, Any]) -> None:

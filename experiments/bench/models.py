@@ -1,7 +1,8 @@
 """What the benchmark builds: the tiny models of tests/demo (``tiny``, CPU) and random models with the real
 published shapes (``real``, CUDA): SD v1.4 UNet/VAE/text encoder in fp16, the 256-px ddpm-celebahq UNet in fp16,
 StyleGAN2 config-f 1024 in fp32. All come from the builders of :mod:`diffedit_lab.testing` (nothing is downloaded:
-the cost of a network does not depend on its weights); only the real shapes are written out here.
+the cost of a network does not depend on its weights); the real shapes come from
+:mod:`diffedit_lab.models.real_shapes`.
 """
 
 from __future__ import annotations
@@ -10,72 +11,15 @@ from typing import Any
 
 import torch
 
+from diffedit_lab.models.real_shapes import (  # the released shapes, written out in the package
+    DDPM_CELEBAHQ_UNET,
+    SD14_SCHEDULER,
+    SD14_TEXT,
+    SD14_UNET,
+    SD14_VAE,
+)
 from experiments.bench.harness import SEED
 
-# --- SD v1.4 shapes, written out (the hub configs of CompVis/stable-diffusion-v1-4), so nothing is downloaded
-SD14_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    act_fn="silu",
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    downsample_padding=1,
-)
-SD14_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    layers_per_block=2,
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    norm_num_groups=32,
-    act_fn="silu",
-    sample_size=512,
-)
-SD14_TEXT = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-)
-SD14_SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    steps_offset=1,
-)
-# google/ddpm-ema-celebahq-256's UNet2DModel config.
-DDPM_CELEBAHQ_UNET = dict(
-    sample_size=256,
-    in_channels=3,
-    out_channels=3,
-    layers_per_block=2,
-    block_out_channels=(128, 128, 256, 256, 512, 512),
-    down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=32,
-    norm_eps=1e-6,
-    act_fn="silu",
-    flip_sin_to_cos=False,
-    freq_shift=1,
-    downsample_padding=0,
-)
 STYLEGAN2_F_1024 = dict(size=1024, style_dim=512, n_mlp=8, channel_multiplier=2)
 
 

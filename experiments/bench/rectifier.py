@@ -11,9 +11,10 @@ Entries (all under ``torch.no_grad``, same x_t, t and x₀):
 Goal (issue #10): ``forward.grouped`` ≤ 1.5× ``plain_forward`` at batch 8. ``tiny``: the tiny pixel U-Net and the
 tiny rectifier on the CPU (batch 2). ``real`` (CUDA): a random U-Net with the shapes of google/ddpm-ema-celebahq-256
 (fp32: ``method.base_dtype`` admits nothing else, half precision rounds small Δ away) and the paper's rectifier
-(ResNet-34 encoder, 256-wide subnets, all mid/up convs) in fp32, batch 8.
+(ResNet-34 encoder, 256-wide subnets, all mid/up convs) in fp32, batch 8; ``make bench-real`` without a GPU runs
+the same at batch 2 on the CPU (``grouped`` only).
 
-    python -m experiments.bench.rectifier [--sizes tiny|real|all] [--repeats N]
+    python -m experiments.bench.rectifier [--sizes tiny|real|all] [--device cpu|cuda] [--batch N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, Bench, suite_parser, suite_sizes
+from experiments.bench.harness import SEED, Bench, real_device, suite_parser, suite_sizes
 from experiments.bench.models import DDPM_CELEBAHQ_UNET, n_params
 
 BATCH = {"tiny": 2, "real": 8}
@@ -33,9 +34,9 @@ STRATEGIES = ("grouped", "vmap")
 def build(size: str, device: torch.device):
     """(base prior, rectifier net) with random weights; the heads get small random weights (Δ ≠ 0)."""
     from diffedit_lab.models.rectifier import RectifierNet, select_layers
-    from diffedit_lab.testing._seed import seeded
     from diffedit_lab.testing.priors import random_unet_prior, tiny_unet_prior
     from diffedit_lab.testing.rectifier import tiny_rectifier
+    from diffedit_lab.utils.rng import seeded
 
     if size == "tiny":
         base = tiny_unet_prior(seed=SEED, device=device)
@@ -50,9 +51,18 @@ def build(size: str, device: torch.device):
     return base, net.to(device).eval()
 
 
-def bench_rectifier(bench: Bench, size: str, device: torch.device, batch: int | None = None) -> dict[str, Any]:
+def bench_rectifier(
+    bench: Bench,
+    size: str,
+    device: torch.device,
+    batch: int | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    repeats: int | None = None,
+    warmup: int | None = None,
+) -> dict[str, Any]:
     """Times the entries of the module docstring; returns the setting, the ratios to the plain forward and (on
-    CUDA) the peak memory of each, plus a check that both strategies give the same ε."""
+    CUDA) the peak memory of each, plus a check that both strategies give the same ε (when both are timed).
+    ``strategies``: which ``rectifier.forward.<strategy>`` entries (the real-size CPU run times ``grouped`` only)."""
     from diffedit_lab.methods.rectifier.rectified import base_kernels, rectified_eps
     from diffedit_lab.models.rectifier import modulate, modulated_eps
 
@@ -85,14 +95,16 @@ def bench_rectifier(bench: Bench, size: str, device: torch.device, batch: int | 
     extra = {"batch": b, "resolution": res, "rectifier_params": n_params(net), "unet_params": n_params(base.unet),
              "modulated_layers": len(net.layers), "generated_per_sample": net.generated_per_sample}  # fmt: skip
     fns = {"rectifier.plain_forward": (plain, extra)}
-    fns |= {f"rectifier.forward.{s}": (forward(s), extra) for s in STRATEGIES}
+    fns |= {f"rectifier.forward.{s}": (forward(s), extra) for s in strategies}
     fns["rectifier.step.grouped"] = (step, extra)
-    with torch.no_grad():
-        diff = float((forward("grouped")() - forward("vmap")()).abs().max())
-    bench.measure(size, device, fns)
-    plain_ms = bench.median("rectifier.plain_forward", size)
+    diff = None
+    if {"grouped", "vmap"} <= set(strategies):
+        with torch.no_grad():
+            diff = float((forward("grouped")() - forward("vmap")()).abs().max())
+    bench.measure(size, device, fns, repeats=repeats, warmup=warmup)
+    plain_ms = bench.median("rectifier.plain_forward", size, b)
     ratios = {
-        name.removeprefix("rectifier."): bench.median(name, size) / plain_ms
+        name.removeprefix("rectifier."): bench.median(name, size, b) / plain_ms
         for name in fns
         if name != "rectifier.plain_forward"
     }
@@ -108,7 +120,7 @@ def rectified_step(base, x: torch.Tensor, t: torch.Tensor, device: torch.device)
     over all mid/up convs of that U-Net; base pass for P_t + hypernetwork + modulated U-Net), as a callable."""
     from diffedit_lab.methods.rectifier.rectified import rectified_eps
     from diffedit_lab.models.rectifier import RectifierNet, select_layers
-    from diffedit_lab.testing._seed import seeded
+    from diffedit_lab.utils.rng import seeded
 
     with seeded(SEED, device):
         net = RectifierNet(select_layers(base.unet), base.image_size).to(device).eval()
@@ -123,11 +135,11 @@ def rectified_step(base, x: torch.Tensor, t: torch.Tensor, device: torch.device)
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = suite_parser(__doc__, "batch (default: tiny 2, real 8)")
     args = p.parse_args(argv)
-    sizes = suite_sizes(args.sizes)
+    sizes = suite_sizes(args.sizes, args.device)
     bench = Bench(args.repeats, args.warmup)
     info = {}
     for size in sizes:
-        device = torch.device("cpu" if size == "tiny" else "cuda")
+        device = torch.device("cpu") if size == "tiny" else real_device(args.device)
         info[size] = bench_rectifier(bench, size, device, args.batch)
         r = {k: round(v, 2) for k, v in info[size]["ratios_to_plain"].items()}
         print(f"  rectified / plain forward ({size}): {r}; peak CUDA MB: {info[size]['peak_cuda_mem_mb']}", flush=True)

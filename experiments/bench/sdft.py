@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import sys
 from typing import Any
 
@@ -89,6 +90,7 @@ def bench_sdft(
     """Times ``train.sdft_step`` and ``train.naive_step``; returns the setting and a consistency check: from the
     initial state (student = teacher) the distillation terms vanish, so both losses agree."""
     from diffedit_lab.methods.sdft.config import LossConfig
+    from diffedit_lab.utils.config import method_settings
 
     torch.manual_seed(SEED)
     student = build_student(size, device, checkpointing)
@@ -99,8 +101,9 @@ def bench_sdft(
     eps = torch.randn(b, 3, res, res, generator=g).to(device)
     t = torch.randint(0, student.num_train_timesteps, (b,), generator=g).to(device)
     autocast = device.type == "cuda"
-    sdft = Step(student, teacher, LossConfig(**LAMBDAS), x0, t, eps, autocast)
-    naive = Step(student, None, LossConfig(lambda_distill=0.0, lambda_aux=0.0), x0, t, eps, autocast)
+    loss = functools.partial(method_settings, LossConfig, "sdft", "loss")  # conf/method/sdft.yaml's + overrides
+    sdft = Step(student, teacher, loss(**LAMBDAS), x0, t, eps, autocast)
+    naive = Step(student, None, loss(lambda_distill=0.0, lambda_aux=0.0), x0, t, eps, autocast)
     with torch.no_grad():
         check = {"loss_sdft": float(sdft.loss()), "loss_naive": float(naive.loss())}
     extra = {"batch": b, "resolution": res, "trainable_params": n_params(student.unet), "autocast_bf16": autocast,

@@ -23,11 +23,13 @@ from diffedit_lab.utils.schema import bounds, target
 
 @dataclass
 class ToyConfig:
+    """Types and bounds only: the defaults live in ``tests/toy/conf/method/toy.yaml``."""
+
     target: str = target()
-    name: str = "toy"
-    shift: TrainStageConfig = field(default_factory=TrainStageConfig)  # learn an offset (Adam)
-    scale: TrainStageConfig = field(default_factory=TrainStageConfig)  # then a gain (SGD)
-    goal: float = field(default=0.5, metadata=bounds(ge=-1, le=1))
+    name: str
+    shift: TrainStageConfig  # learn an offset (Adam)
+    scale: TrainStageConfig  # then a gain (SGD)
+    goal: float = field(metadata=bounds(ge=-1, le=1))
 
 
 class ToyMethod(EditingMethod):

@@ -131,13 +131,27 @@ class UnconditionalPrior(DiffusionPrior):
         subfolder: str | None = None,
         dtype: str | torch.dtype | None = "auto",
         device: torch.device | str | None = None,
+        random_weights: bool = False,
         **kwargs: Any,
     ) -> UnconditionalPrior:
         """Load a ``UNet2DModel`` (+ its ``DDPMScheduler``) from a hub id or a diffusers folder; ``dtype='auto'``
         is resolved for ``device`` (:func:`resolve_dtype`). Folders without a scheduler config get the standard
-        linear DDPM schedule (T = 1000)."""
+        linear DDPM schedule (T = 1000).
+
+        ``random_weights=True``: the released architecture of ``source`` (:mod:`diffedit_lab.models.real_shapes`)
+        with seeded random weights, one WARNING line, no file read; an unknown ``source`` is a :class:`UserError`.
+        """
         from diffusers import DDPMScheduler, UNet2DModel
 
+        from diffedit_lab.models import real_shapes
+
+        if real_shapes.check_flag(random_weights, "prior.random_weights"):
+            from diffedit_lab.diffusion.priors.random_init import random_unet_prior
+
+            shape = real_shapes.pixel_prior_shape(source)
+            real_shapes.announce(source)
+            seed = real_shapes.RANDOM_WEIGHTS_SEED
+            return random_unet_prior(shape.unet, shape.scheduler, seed=seed, dtype=dtype, device=device, **kwargs)
         unet = load_component(UNet2DModel, source, "diffusion prior UNet", subfolder=subfolder)
         try:
             scheduler = DDPMScheduler.from_pretrained(

@@ -4,7 +4,9 @@ timestep ranges) that must run before anything is built.
 :func:`describe_prior` reads ``config.json`` + ``scheduler_config.json`` of a diffusers folder (or the Hugging Face
 cache for a hub id), or builds a prior made in code (the tiny/random builders of :mod:`diffedit_lab.testing`) on
 the ``meta`` device, which allocates no memory. None when the architecture cannot be known without downloading
-(the loader then gives its own one-line error when the stage builds it).
+(the loader then gives its own one-line error when the stage builds it). A ``from_pretrained`` node with
+``random_weights: true`` is described by the released architecture of its source
+(:mod:`diffedit_lab.models.real_shapes`), without reading anything.
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ def _from_files(source: str, unet_sub: str | None, sched_sub: str | None) -> Pri
     return PriorShape(unet, int(sched.get("num_train_timesteps", 1000)))
 
 
+def _released(loader: str, source: str) -> PriorShape:
+    """The released architecture of ``source`` (``random_weights: true``: nothing is read, a source without a
+    known architecture is the loader's :class:`UserError`, raised here at start-up)."""
+    from diffedit_lab.models import real_shapes
+
+    if loader.startswith("StableDiffusionPrior"):
+        sd = real_shapes.sd_prior_shape(source)
+        return PriorShape(dict(sd.unet), int(sd.scheduler.get("num_train_timesteps", 1000)))
+    pixel = real_shapes.pixel_prior_shape(source)
+    return PriorShape(dict(pixel.unet), int(pixel.scheduler.get("num_train_timesteps", 1000)))
+
+
 def describe_prior(node: Any) -> PriorShape | None:
     """The architecture of the prior (pixel U-Net or Stable Diffusion) a config node builds (module docstring)."""
     from omegaconf import DictConfig, OmegaConf
@@ -78,6 +92,8 @@ def describe_prior(node: Any) -> PriorShape | None:
     node = {k: v for k, v in node.items() if k != "domain"}
     target = str(node["_target_"])
     loader = next((k for k in _FROM_PRETRAINED if target.endswith(k)), None)
+    if loader is not None and node.get("random_weights") is True:
+        return _released(loader, str(node.get("source", "")))
     if loader is not None:
         unet_sub, sched_sub = _FROM_PRETRAINED[loader]
         try:

@@ -132,15 +132,39 @@ class StableDiffusionPrior(DiffusionPrior):
         dtype: str | torch.dtype | None = "auto",
         image_size: int | None = None,
         device: torch.device | str | None = None,
+        random_weights: bool = False,
         **kwargs: Any,
     ) -> StableDiffusionPrior:
         """Load the UNet, VAE, text encoder, tokenizer and scheduler from a hub id or a pipeline folder.
 
         ``image_size`` defaults to the VAE's ``sample_size`` (512 for SD v1.x); ``dtype='auto'`` is resolved for
-        ``device`` (:func:`resolve_dtype`: fp16 on CUDA, fp32 elsewhere), which also receives the module."""
+        ``device`` (:func:`resolve_dtype`: fp16 on CUDA, fp32 elsewhere), which also receives the module.
+
+        ``random_weights=True``: the released architecture of ``source`` (:mod:`diffedit_lab.models.real_shapes`)
+        with seeded random weights and a byte-level CLIP tokenizer (77 tokens), one WARNING line, no file read; an
+        unknown ``source`` is a :class:`UserError`."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        from diffedit_lab.models import real_shapes
+
+        if real_shapes.check_flag(random_weights, "prior.random_weights"):
+            from diffedit_lab.diffusion.priors.random_init import random_sd_prior
+
+            shape = real_shapes.sd_prior_shape(source)
+            real_shapes.announce(source)
+            return random_sd_prior(
+                shape.unet,
+                shape.vae,
+                shape.text,
+                image_size=int(image_size or shape.image_size),
+                scheduler=shape.scheduler,
+                tokenizer_max_length=shape.max_length,
+                seed=real_shapes.RANDOM_WEIGHTS_SEED,
+                dtype=dtype,
+                device=device,
+                **kwargs,
+            )
         what = "Stable Diffusion"
         unet = load_component(UNet2DConditionModel, source, f"{what} unet", subfolder="unet")
         vae = load_component(AutoencoderKL, source, f"{what} vae", subfolder="vae")

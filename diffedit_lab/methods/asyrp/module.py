@@ -142,7 +142,7 @@ class AsyrpModule(EditingMethod):
         """The Δh network, sized by the prior's bottleneck and seeded (``hspace.init_seed``). Idempotent."""
         if self.delta is not None:
             return
-        from diffedit_lab.testing._seed import seeded
+        from diffedit_lab.utils.rng import seeded
 
         with seeded(self.cfg.hspace.init_seed):
             self.delta = build_delta(self.prior.unet, zero_init=self.cfg.hspace.zero_init).to(self.device)
@@ -177,7 +177,7 @@ class AsyrpModule(EditingMethod):
             self.build_networks()
         super().run_stage(stage, ctx)
 
-    def stage_fit(self, ctx: StageContext) -> None:
+    def stage_fit(self, ctx: StageContext) -> dict[str, float] | None:
         c = self.cfg
         for key, ok in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
             if ctx.trainer_cfg.get(key, ok) not in (ok,):
@@ -196,28 +196,28 @@ class AsyrpModule(EditingMethod):
         )
         log.info("Asyrp fit: %d images × %d epochs, %d optimiser steps per trajectory (t ∈ [%d, %d])",
                  len(x0), c.fit.epochs, k, c.schedule.t_edit, c.schedule.t_0)  # fmt: skip
-        trainer = ctx.fit_trainer(self.stage, settings)
-        trainer.fit_loop.max_epochs = c.fit.epochs  # exact under DDP too (each rank sees its shard)
         with warnings.catch_warnings():  # checkpoints hold the state after each step, which is what resume needs
             warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-            trainer.fit(self, train_dataloaders=loader, ckpt_path=ctx.resume_path(self.stage))
+            # max_epochs: exact under DDP too (each rank sees its shard)
+            metrics = self.run_training(ctx, settings, max_epochs=c.fit.epochs, train_dataloaders=loader)
         self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
-        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        ctx.write_metrics(metrics)
+        return metrics
 
-    def stage_edit(self, ctx: StageContext) -> None:
+    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
         self.ensure_trained(ctx)
-        inference.run_edit(self, ctx)
+        return inference.run_edit(self, ctx)
 
-    def stage_eval(self, ctx: StageContext) -> None:
+    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
         p = self.cfg.prompt
         if self.cfg.eval.folder.pred:
             self.evaluate_folder(ctx, self.cfg.eval.folder, clip=lambda: self.clip, identity=lambda: self.identity,
                                  src_text=p.source_text, tgt_text=p.text)  # fmt: skip
             return
         self.ensure_trained(ctx)
-        inference.run_eval(self, ctx)
+        return inference.run_eval(self, ctx)
 
     # --- trained weights --------------------------------------------------------------------------------------
     def export(self, run_dir: Path) -> Path:

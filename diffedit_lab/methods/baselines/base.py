@@ -80,7 +80,7 @@ class ImageEditBaseline(EditingMethod):
         return step
 
     # --- stages -----------------------------------------------------------------------------------------------
-    def stage_edit(self, ctx: StageContext) -> None:
+    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
         from diffedit_lab.evaluation.suite import MetricSuite
 
         e = self.cfg.edit
@@ -95,7 +95,7 @@ class ImageEditBaseline(EditingMethod):
         )
         ctx.write_metrics(metrics)
 
-    def stage_eval(self, ctx: StageContext) -> None:
+    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
         from diffedit_lab.evaluation.suite import MetricSuite
 
         e, p = self.cfg.eval, self.cfg.prompt

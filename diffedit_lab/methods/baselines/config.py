@@ -11,10 +11,10 @@ from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 @dataclass
 class BaselineEditConfig:
-    max_images: int | None = field(default=16, metadata=bounds(ge=1))  # the first N test images
-    batch_size: int = field(default=4, metadata=bounds(ge=1))
-    grid_columns: int = field(default=8, metadata=bounds(ge=1))
-    grid_max: int = field(default=32, metadata=bounds(ge=0))
+    max_images: int | None = field(metadata=bounds(ge=1))  # the first N test images
+    batch_size: int = field(metadata=bounds(ge=1))
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
@@ -23,26 +23,25 @@ class TextEditConfig:
     teacher's native size, e.g. 512 for SD v1); results are resized back to the input size."""
 
     target: str = target()
-    name: str = "baseline"
-    teacher: Component = field(default_factory=dict)
-    clip: Component | None = None
-    identity: Component | None = None
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    resolution: int | None = field(default=None, metadata=bounds(ge=8))
-    num_steps: int = field(default=50, metadata=bounds(ge=1, le=1000))
-    guidance_scale: float = field(default=7.5, metadata=bounds(ge=0))
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    edit: BaselineEditConfig = field(default_factory=BaselineEditConfig)
-    eval: EditEvalConfig = field(default_factory=EditEvalConfig)
+    name: str
+    teacher: Component
+    clip: Component | None
+    identity: Component | None
+    prompt: PromptConfig
+    resolution: int | None = field(metadata=bounds(ge=8))
+    num_steps: int = field(metadata=bounds(ge=1, le=1000))
+    guidance_scale: float = field(metadata=bounds(ge=0))
+    seed: int = field(metadata=bounds(ge=0))
+    edit: BaselineEditConfig
+    eval: EditEvalConfig
 
 
 @dataclass
 class SDEditConfig(TextEditConfig):
     """``strength`` α ∈ (0, 1]: the fraction of the DDIM schedule the image is noised to and denoised from."""
 
-    name: str = "sdedit"
-    strength: float = field(default=0.5, metadata=bounds(gt=0, le=1))
-    eta: float = field(default=0.0, metadata=bounds(ge=0, le=1))
+    strength: float = field(metadata=bounds(gt=0, le=1))
+    eta: float = field(metadata=bounds(ge=0, le=1))
 
 
 @dataclass
@@ -51,9 +50,8 @@ class DDIBConfig(TextEditConfig):
     1 = plain conditional ε, the usual choice since guided inversion drifts), then DDIM sampling with
     ``prompt.text`` at ``guidance_scale``."""
 
-    name: str = "ddib"
-    inversion_guidance: float = field(default=1.0, metadata=bounds(ge=0))
-    latent: Literal["mean", "sample"] = "mean"  # VAE posterior mean (deterministic round trip) or a sample
+    inversion_guidance: float = field(metadata=bounds(ge=0))
+    latent: Literal["mean", "sample"]  # VAE posterior mean (deterministic round trip) or a sample
 
     def check(self, key: str) -> None:
         if not self.prompt.source_text.strip():

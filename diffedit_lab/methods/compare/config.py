@@ -40,15 +40,15 @@ class EntryConfig:
 @dataclass
 class CompareConfig:
     target: str = target()
-    name: str = "compare"
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    num_images: int = field(default=16, metadata=bounds(ge=1))
-    folder: str | None = None  # photos to edit; null = the source entry's generator test images
-    source_entry: str | None = "sdd"  # whose edit/original/ images the other entries edit (generator mode)
-    source_resolution: int = field(default=256, metadata=bounds(ge=8))  # folder mode: size the photos are read at
-    figure_images: int = field(default=4, metadata=bounds(ge=1))
-    entries: dict[str, EntryConfig] = field(default_factory=dict)
-    common: list[str] = field(default_factory=list)  # overrides given to every entry (e.g. paths, trainer)
+    name: str
+    prompt: PromptConfig
+    num_images: int = field(metadata=bounds(ge=1))
+    folder: str | None  # photos to edit; null = the source entry's generator test images
+    source_entry: str | None  # whose edit/original/ images the other entries edit (generator mode)
+    source_resolution: int = field(metadata=bounds(ge=8))  # folder mode: size the photos are read at
+    figure_images: int = field(metadata=bounds(ge=1))
+    entries: dict[str, EntryConfig]
+    common: list[str]  # overrides given to every entry (e.g. paths, trainer)
 
     def check(self, key: str) -> None:
         if not self.entries:

@@ -99,7 +99,7 @@ class CompareMethod(EditingMethod):
             raise UserError(f"compare entry '{name}' (method={entry.method}): {exc}") from None
         return result.metrics
 
-    def stage_compare(self, ctx: StageContext) -> None:
+    def stage_compare(self, ctx: StageContext) -> dict[str, float] | None:
         c = self.cfg
         sources: Path | None = Path(c.folder).expanduser() if c.folder else None
         rows = []

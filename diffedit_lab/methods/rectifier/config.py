@@ -27,18 +27,14 @@ FP32_ONLY = (
 DIRECTION_STAGES = ("edit", "apply", "eval")  # the stages that may score or train an edit direction
 
 
-def _adam(weight_decay: float) -> dict[str, Any]:
-    return {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "weight_decay": weight_decay}
-
-
 @dataclass
 class EncoderConfig:
-    """torchvision ResNet trunk on concat(x₀, P_t): the defaults are ResNet-34 (blocks 3-4-6-3, widths 64…512)."""
+    """torchvision ResNet trunk on concat(x₀, P_t) (ResNet-34 in ``conf/method/rectifier.yaml``)."""
 
-    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3], metadata=bounds(ge=1))
-    widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512], metadata=bounds(ge=1))
-    norm: Literal["batch", "group"] = "batch"
-    pretrained: str | None = None  # a local torchvision resnet34 ImageNet state dict; null = random init
+    layers: list[int] = field(metadata=bounds(ge=1))
+    widths: list[int] = field(metadata=bounds(ge=1))
+    norm: Literal["batch", "group"]
+    pretrained: str | None  # a local torchvision resnet34 ImageNet state dict; null = random init
 
     def check(self, key: str) -> None:
         for name in ("layers", "widths"):
@@ -53,12 +49,12 @@ class EncoderConfig:
 
 @dataclass
 class NetConfig:
-    layers: list[str] = field(default_factory=lambda: ["mid_block.*", "up_blocks.*"])  # U-Net conv name globs
-    subnet_channels: int = field(default=256, metadata=bounds(ge=1))
-    time_dim: int = field(default=128, metadata=bounds(ge=2))
-    clip_estimate: bool = True  # clamp P_t to [-1, 1] before the encoder
-    init_seed: int = field(default=0, metadata=bounds(ge=0))  # the random init of a new rectifier
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    layers: list[str]  # U-Net conv name globs
+    subnet_channels: int = field(metadata=bounds(ge=1))
+    time_dim: int = field(metadata=bounds(ge=2))
+    clip_estimate: bool  # clamp P_t to [-1, 1] before the encoder
+    init_seed: int = field(metadata=bounds(ge=0))  # the random init of a new rectifier
+    encoder: EncoderConfig
 
     def check(self, key: str) -> None:
         if not self.layers:
@@ -71,19 +67,19 @@ class NetConfig:
 class LRDecayConfig:
     """StepLR: the learning rate is multiplied by ``gamma`` every ``every`` optimiser steps."""
 
-    every: int = field(default=5000, metadata=bounds(ge=1))
-    gamma: float = field(default=0.9, metadata=bounds(gt=0, le=1))
+    every: int = field(metadata=bounds(ge=1))
+    gamma: float = field(metadata=bounds(gt=0, le=1))
 
 
 @dataclass
 class FitConfig(TrainStageConfig):
-    """Stage 1 (reconstruction): ‖ε − ε_θ̂(x_t, t)‖², t ~ U{0..T−1}; Adam 1e-3, wd 1e-5, ×0.9 every 5000 steps."""
+    """Stage 1 (reconstruction): ‖ε − ε_θ̂(x_t, t)‖², t ~ U{0..T−1} (the paper's Adam and StepLR settings are
+    ``conf/method/rectifier.yaml``'s)."""
 
-    steps: int = field(default=30000, metadata=bounds(ge=1))
-    optim: dict[str, Any] = field(default_factory=lambda: _adam(1e-5))
-    lr_decay: LRDecayConfig = field(default_factory=LRDecayConfig)
-    preview_t: int = field(default=500, metadata=bounds(ge=0, le=999))  # P_t grids (base vs rectified); < T
-    preview_images: int = field(default=4, metadata=bounds(ge=1))
+    optim: dict[str, Any]
+    lr_decay: LRDecayConfig
+    preview_t: int = field(metadata=bounds(ge=0, le=999))  # P_t grids (base vs rectified); < T
+    preview_images: int = field(metadata=bounds(ge=1))
 
     def check(self, key: str) -> None:
         check_optimizer(f"{key}.optim", self.optim)
@@ -94,19 +90,19 @@ class SamplingConfig:
     """DDIM inversion of test images (``invert_with`` the rectified or the plain model) then DDIM sampling with
     the modulated model, ``steps`` each way (η = 0, no x₀ clipping: the round trip is exact up to the model)."""
 
-    steps: int = field(default=50, metadata=bounds(ge=1, le=1000))
-    invert_with: Literal["rectified", "base"] = "rectified"
-    batch_size: int = field(default=8, metadata=bounds(ge=1))
-    max_images: int | None = field(default=100, metadata=bounds(ge=1))  # first N test images (null = all)
-    grid_columns: int = field(default=8, metadata=bounds(ge=1))
-    grid_max: int = field(default=32, metadata=bounds(ge=0))
+    steps: int = field(metadata=bounds(ge=1, le=1000))
+    invert_with: Literal["rectified", "base"]
+    batch_size: int = field(metadata=bounds(ge=1))
+    max_images: int | None = field(metadata=bounds(ge=1))  # first N test images (null = all)
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
 class ReconstructConfig(SamplingConfig):
-    metrics: list[str] = field(default_factory=lambda: ["l1", "l2", "lpips", "ssim", "psnr", EPS_MSE])
-    base: bool = True  # the plain base model on the same images, same steps: the other row of the table
-    seed: int = field(default=0, metadata=bounds(ge=0))  # the ε of the eps_mse probe
+    metrics: list[str]
+    base: bool  # the plain base model on the same images, same steps: the other row of the table
+    seed: int = field(metadata=bounds(ge=0))  # the ε of the eps_mse probe
 
     def check(self, key: str) -> None:
         wrong = [m for m in self.metrics if m not in (*PAIRED, EPS_MSE)]
@@ -116,7 +112,7 @@ class ReconstructConfig(SamplingConfig):
 
 @dataclass
 class EditSampleConfig(SamplingConfig):
-    metrics: list[str] = field(default_factory=lambda: ["clip_dir", "identity", "fid", "lpips"])
+    metrics: list[str]
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics)
@@ -125,21 +121,20 @@ class EditSampleConfig(SamplingConfig):
 @dataclass
 class EditConfig(TrainStageConfig):
     """Stage 2 (Algorithm 1): x_t from the ORIGINAL trajectory of each training image, modulate with the editor,
-    λ_clip·directional CLIP(P̃_t vs x₀) + λ_l1·‖P̃_t − x₀‖₁; Adam 1e-3, no weight decay, ×0.9 every 10 steps."""
+    λ_clip·directional CLIP(P̃_t vs x₀) + λ_l1·‖P̃_t − x₀‖₁ (the paper's Adam and StepLR settings are
+    ``conf/method/rectifier.yaml``'s)."""
 
-    steps: int = field(default=200, metadata=bounds(ge=1))
-    checkpoint_every: int = field(default=50, metadata=bounds(ge=1))
-    train_images: int | None = field(default=100, metadata=bounds(ge=1))  # first N of the train split (null = all)
+    train_images: int | None = field(metadata=bounds(ge=1))  # first N of the train split (null = all)
     # scratch: Δ = 0 editor (the strategy-alone ablation); with sample.invert_with=base it needs no rectifier at all
-    init: Literal["rectifier", "scratch"] = "rectifier"
-    lambda_clip: float = field(default=1.0, metadata=bounds(ge=0))
-    lambda_l1: float = field(default=1.0, metadata=bounds(ge=0))
-    timesteps: Literal["all", "schedule"] = "all"  # all: t ~ U{0..T−1}; schedule: the sample.steps DDIM grid
-    optim: dict[str, Any] = field(default_factory=lambda: _adam(0.0))
-    lr_decay: LRDecayConfig = field(default_factory=lambda: LRDecayConfig(every=10, gamma=0.9))
-    preview_t: int = field(default=500, metadata=bounds(ge=0, le=999))  # < T (checked again once the prior is built)
-    preview_images: int = field(default=4, metadata=bounds(ge=1))
-    sample: EditSampleConfig = field(default_factory=EditSampleConfig)
+    init: Literal["rectifier", "scratch"]
+    lambda_clip: float = field(metadata=bounds(ge=0))
+    lambda_l1: float = field(metadata=bounds(ge=0))
+    timesteps: Literal["all", "schedule"]  # all: t ~ U{0..T−1}; schedule: the sample.steps DDIM grid
+    optim: dict[str, Any]
+    lr_decay: LRDecayConfig
+    preview_t: int = field(metadata=bounds(ge=0, le=999))  # < T (checked again once the prior is built)
+    preview_images: int = field(metadata=bounds(ge=1))
+    sample: EditSampleConfig
 
     def check(self, key: str) -> None:
         check_optimizer(f"{key}.optim", self.optim)
@@ -152,13 +147,11 @@ class EvalConfig:
     """``stage=eval``: ``folder.pred`` vs ``folder.ref`` (default: this run's ``edit/edited`` vs ``edit/source``);
     the metric settings below also serve ``reconstruct`` and ``edit``."""
 
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
-    kid_subset_size: int = field(default=1000, metadata=bounds(ge=2))
-    folder: FolderEvalConfig = field(
-        default_factory=lambda: FolderEvalConfig(metrics=["clip_dir", "identity", "fid", "lpips"])
-    )
+    fid_feature: str | int
+    fid_weights_path: str | None
+    lpips_backbone_path: str | None
+    kid_subset_size: int = field(metadata=bounds(ge=2))
+    folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
         check_fid_feature(f"{key}.fid_feature", self.fid_feature)
@@ -167,21 +160,21 @@ class EvalConfig:
 @dataclass
 class RectifierConfig:
     target: str = target()
-    name: str = "rectifier"
-    weights: str | None = None  # a trained rectifier (<run>/rectifier.pt or checkpoints/fit/*.ckpt)
-    editor_weights: str | None = None  # a trained editor for stage apply (<run>/editor.pt or checkpoints/edit/*.ckpt)
-    base: Component = field(default_factory=dict)  # the frozen pretrained prior (prior=ddpm_celebahq …)
-    base_dtype: str = "fp32"  # fp32 only (see FP32_ONLY): fp16/bf16/auto are refused at start-up
-    clip: Component | None = None
-    identity: Component | None = None
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    apply: Literal["grouped", "vmap"] = "grouped"  # how per-sample kernels run on the shared U-Net (= STRATEGIES)
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    net: NetConfig = field(default_factory=NetConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
-    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
-    edit: EditConfig = field(default_factory=EditConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str
+    weights: str | None  # a trained rectifier (<run>/rectifier.pt or checkpoints/fit/*.ckpt)
+    editor_weights: str | None  # a trained editor for stage apply (<run>/editor.pt or checkpoints/edit/*.ckpt)
+    base: Component  # the frozen pretrained prior (prior=ddpm_celebahq …)
+    base_dtype: str  # fp32 only (see FP32_ONLY): fp16/bf16/auto are refused at start-up
+    clip: Component | None
+    identity: Component | None
+    prompt: PromptConfig
+    apply: Literal["grouped", "vmap"]  # how per-sample kernels run on the shared U-Net (= STRATEGIES)
+    seed: int = field(metadata=bounds(ge=0))
+    net: NetConfig
+    fit: FitConfig
+    reconstruct: ReconstructConfig
+    edit: EditConfig
+    eval: EvalConfig
 
     def check(self, key: str) -> None:
         if not self.base.get("_target_"):

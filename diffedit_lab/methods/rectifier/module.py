@@ -33,10 +33,10 @@ from diffedit_lab.methods.rectifier.losses import draw_timesteps, edit_loss, fit
 from diffedit_lab.methods.rectifier.rectified import RectifiedPrior, rectified_eps
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.models.rectifier import RectifierNet, select_layers
-from diffedit_lab.testing._seed import seeded
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_torch_save
+from diffedit_lab.utils.rng import seeded
 from diffedit_lab.utils.schema import ConfigError
 from diffedit_lab.utils.weights import load_state_into, load_weights
 
@@ -174,40 +174,40 @@ class RectifierModule(EditingMethod):
         self._preview = None  # each training stage previews its own first batch
         super().run_stage(stage, ctx)
 
-    def stage_fit(self, ctx: StageContext) -> None:
+    def stage_fit(self, ctx: StageContext) -> dict[str, float] | None:
         self._train_only(self.rectifier)
-        self.run_training(ctx, self.cfg.fit)
+        metrics = self.run_training(ctx, self.cfg.fit, prefixes=("fit/",))
         self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir / EXPORT, "rectifier")
-        ctx.write_metrics({k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("fit/")})
+        ctx.write_metrics(metrics)
+        return metrics
 
-    def stage_reconstruct(self, ctx: StageContext) -> None:
+    def stage_reconstruct(self, ctx: StageContext) -> dict[str, float] | None:
         self.ensure_trained(ctx, "fit")
-        inference.run_reconstruct(self, ctx)
+        return inference.run_reconstruct(self, ctx)
 
-    def stage_edit(self, ctx: StageContext) -> None:
+    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
         if self.stage_uses(self.stage, self.cfg) == "fit":
             self.ensure_trained(ctx, "fit")
         self.build_editor()
         self._train_only(self.editor)
-        trainer = ctx.fit_trainer(self.stage, self.cfg.edit)
-        trainer.fit(self, datamodule=EditTrainData(ctx.datamodule, self.cfg.edit.train_images),
-                    ckpt_path=ctx.resume_path(self.stage))  # fmt: skip
+        data = EditTrainData(ctx.datamodule, self.cfg.edit.train_images)
+        metrics = self.run_training(ctx, self.cfg.edit, datamodule=data, prefixes=("edit/",))
         self.mark_trained("edit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir / EDITOR, "editor")
-        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("edit/")})
-        inference.run_edit(self, ctx)
+        ctx.write_metrics(metrics)
+        return metrics | (inference.run_edit(self, ctx) or {})
 
-    def stage_apply(self, ctx: StageContext) -> None:
+    def stage_apply(self, ctx: StageContext) -> dict[str, float] | None:
         if self.cfg.edit.sample.invert_with == "rectified":
             self.ensure_trained(ctx, "fit")
         self.ensure_trained(ctx, "edit")
-        inference.run_edit(self, ctx)
+        return inference.run_edit(self, ctx)
 
-    def stage_eval(self, ctx: StageContext) -> None:
-        inference.run_eval(self, ctx)
+    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
+        return inference.run_eval(self, ctx)
 
     def _train_only(self, net: RectifierNet) -> None:
         """Only ``net`` (the rectifier in fit, the editor in edit) receives gradients."""

@@ -21,10 +21,10 @@ from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 @dataclass
 class MapperConfig:
-    levels: dict[str, bool] = field(default_factory=lambda: {"coarse": False, "medium": True, "fine": False})
-    num_layers: int = field(default=4, metadata=bounds(ge=1))
-    lr_mul: float = field(default=0.01, metadata=bounds(gt=0))
-    edit_scale: float = field(default=0.1, metadata=bounds(gt=0))
+    levels: dict[str, bool]
+    num_layers: int = field(metadata=bounds(ge=1))
+    lr_mul: float = field(metadata=bounds(gt=0))
+    edit_scale: float = field(metadata=bounds(gt=0))
 
     def check(self, key: str) -> None:
         unknown = set(self.levels) - {"coarse", "medium", "fine"}
@@ -36,16 +36,16 @@ class MapperConfig:
 
 @dataclass
 class CodesConfig:
-    truncation: float = field(default=0.7, metadata=bounds(ge=0, le=2))
+    truncation: float = field(metadata=bounds(ge=0, le=2))
 
 
 @dataclass
 class GuidanceConfig:
-    guidance_scale: float = field(default=100.0, metadata=bounds(ge=0))
-    weighting: str = "one_minus_alpha"
-    topk: int | None = field(default=1024, metadata=bounds(ge=1))
-    noise: Literal["random", "zero"] = "random"
-    negative_prompt: str = ""
+    guidance_scale: float = field(metadata=bounds(ge=0))
+    weighting: str
+    topk: int | None = field(metadata=bounds(ge=1))
+    noise: Literal["random", "zero"]
+    negative_prompt: str
 
     def check(self, key: str) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -54,24 +54,24 @@ class GuidanceConfig:
 
 @dataclass
 class LossConfig:
-    sds: float = field(default=1.0, metadata=bounds(ge=0))
-    latent_l2: float = field(default=10.0, metadata=bounds(ge=0))
-    identity: float = field(default=1.0, metadata=bounds(ge=0))
+    sds: float = field(metadata=bounds(ge=0))
+    latent_l2: float = field(metadata=bounds(ge=0))
+    identity: float = field(metadata=bounds(ge=0))
 
 
 @dataclass
 class SelectionConfig:
-    timesteps: list[int] = field(default_factory=lambda: list(range(100, 901, 50)), metadata=bounds(ge=0))
-    num_codes: int = field(default=200, metadata=bounds(ge=1))
-    batch_size: int = field(default=4, metadata=bounds(ge=1))
-    score: Literal["hqs", "entropy", "l1"] = "hqs"
-    rule: str = "max"
-    random_range: list[int] = field(default_factory=lambda: [20, 980], metadata=bounds(ge=0))
-    always_scan: bool = False
-    cache: bool = True
-    cache_dir: str | None = None
-    seed: int | None = None
-    scan_data: Any = None
+    timesteps: list[int] = field(metadata=bounds(ge=0))
+    num_codes: int = field(metadata=bounds(ge=1))
+    batch_size: int = field(metadata=bounds(ge=1))
+    score: Literal["hqs", "entropy", "l1"]
+    rule: str
+    random_range: list[int] = field(metadata=bounds(ge=0))
+    always_scan: bool
+    cache: bool
+    cache_dir: str | None
+    seed: int | None
+    scan_data: Any
 
     def check(self, key: str) -> None:
         if not self.timesteps:
@@ -83,29 +83,29 @@ class SelectionConfig:
 
 @dataclass
 class FitConfig(TrainStageConfig):
-    t_sampling: Literal["uniform", "weighted"] = "uniform"
-    preview_codes: int = field(default=4, metadata=bounds(ge=1))
+    t_sampling: Literal["uniform", "weighted"]
+    preview_codes: int = field(metadata=bounds(ge=1))
 
 
 @dataclass
 class EditConfig:
-    max_images: int | None = field(default=16, metadata=bounds(ge=1))
-    photos: Component | None = None
-    projector_steps: int = field(default=500, metadata=bounds(ge=0))
-    projector_lr: float = field(default=0.1, metadata=bounds(gt=0))
-    grid_columns: int = field(default=8, metadata=bounds(ge=1))
-    grid_max: int = field(default=32, metadata=bounds(ge=0))
+    max_images: int | None = field(metadata=bounds(ge=1))
+    photos: Component | None
+    projector_steps: int = field(metadata=bounds(ge=0))
+    projector_lr: float = field(metadata=bounds(gt=0))
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
 class EvalConfig:
-    max_images: int | None = field(default=100, metadata=bounds(ge=1))
-    batch_size: int = field(default=8, metadata=bounds(ge=1))
-    metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "clip_dir", "identity", "latent_l2"])
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    reference_dir: str | None = None
-    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
+    max_images: int | None = field(metadata=bounds(ge=1))
+    batch_size: int = field(metadata=bounds(ge=1))
+    metrics: list[str]
+    fid_feature: str | int
+    fid_weights_path: str | None
+    reference_dir: str | None
+    folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics, extra=("latent_l2",))
@@ -116,33 +116,33 @@ class EvalConfig:
 class InvertConfig:
     """SDD on an image dataset: the projector that inverts each split into W+ (once; cached)."""
 
-    steps: int = field(default=500, metadata=bounds(ge=1))
-    lr: float = field(default=0.1, metadata=bounds(gt=0))
-    batch_size: int = field(default=8, metadata=bounds(ge=1))
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    cache_dir: str | None = None
+    steps: int = field(metadata=bounds(ge=1))
+    lr: float = field(metadata=bounds(gt=0))
+    batch_size: int = field(metadata=bounds(ge=1))
+    seed: int = field(metadata=bounds(ge=0))
+    cache_dir: str | None
 
 
 @dataclass
 class SDDConfig:
     target: str = target()
-    name: str = "sdd"
-    weights: str | None = None
-    generator: Component = field(default_factory=dict)
-    teacher: Component = field(default_factory=dict)
-    clip: Component | None = None
-    identity: Component | None = None
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    mapper: MapperConfig = field(default_factory=MapperConfig)
-    codes: CodesConfig = field(default_factory=CodesConfig)
-    invert: InvertConfig = field(default_factory=InvertConfig)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
-    optim: dict[str, Any] = field(default_factory=dict)
-    edit: EditConfig = field(default_factory=EditConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str
+    weights: str | None
+    generator: Component
+    teacher: Component
+    clip: Component | None
+    identity: Component | None
+    prompt: PromptConfig
+    mapper: MapperConfig
+    codes: CodesConfig
+    invert: InvertConfig
+    guidance: GuidanceConfig
+    loss: LossConfig
+    selection: SelectionConfig
+    fit: FitConfig
+    optim: dict[str, Any]
+    edit: EditConfig
+    eval: EvalConfig
 
     def check(self, key: str) -> None:
         check_optimizer(f"{key}.optim", self.optim)

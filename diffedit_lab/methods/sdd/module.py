@@ -154,7 +154,7 @@ class SDDModule(EditingMethod):
             codes.use_codes(self, ctx)  # an image dataset → its inverted W+ codes (cached)
         super().run_stage(stage, ctx)
 
-    def stage_select(self, ctx: StageContext) -> None:
+    def stage_select(self, ctx: StageContext) -> dict[str, float] | None:
         self.selection = scan.run_select(self, ctx)
 
     def ensure_selection(self, ctx: StageContext) -> sel.Selection:
@@ -164,19 +164,19 @@ class SDDModule(EditingMethod):
             self.selection = scan.run_select(self, ctx)
         return self.selection
 
-    def stage_fit(self, ctx: StageContext) -> None:
+    def stage_fit(self, ctx: StageContext) -> dict[str, float]:
         self.ensure_selection(ctx)
-        self.run_training(ctx, self.cfg.fit)
+        metrics = self.run_training(ctx, self.cfg.fit)
         save_mapper(self, ctx.run_dir / "mapper.pt")
         self.mark_trained("fit")
-        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith("train/")}
         ctx.write_metrics(metrics)
+        return metrics
 
-    def stage_edit(self, ctx: StageContext) -> None:
-        inference.run_edit(self, ctx)
+    def stage_edit(self, ctx: StageContext) -> dict[str, float]:
+        return inference.run_edit(self, ctx)
 
-    def stage_eval(self, ctx: StageContext) -> None:
-        inference.run_eval(self, ctx)
+    def stage_eval(self, ctx: StageContext) -> dict[str, float]:
+        return inference.run_eval(self, ctx)
 
     def load_trained(self, path: Path, train_stage: str = "fit") -> None:
         load_mapper(self, path)

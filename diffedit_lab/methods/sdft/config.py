@@ -18,6 +18,7 @@ from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 Weighting = Literal["p2", "min_snr", "constant"]
 DecoderCDF = Literal["approx", "exact"]  # the normal CDF of L_vb's decoder NLL: guided-diffusion's tanh formula or Φ
+StudentBatching = Literal["auto", "joint", "separate"]  # x_t and ε through the networks: one call | two
 EGSDEForm = Literal["official", "ddim_post_step"]  # EGSDE's own DDPM sampler | the energy step after each DDIM step
 
 
@@ -28,16 +29,17 @@ class LossConfig:
     ``p2``: w = 1/(k + SNR)^γ; ``min_snr``: w = min(SNR, γ)/SNR (γ is the clip, 5 for Min-SNR-5); ``constant``: 1.
     """
 
-    lambda_distill: float = field(default=0.1, metadata=bounds(ge=0))
-    gamma_distill: float = field(default=3.0, metadata=bounds(ge=0))
-    weighting_distill: Weighting = "p2"
-    lambda_aux: float = field(default=0.1, metadata=bounds(ge=0))
-    gamma_aux: float = field(default=50.0, metadata=bounds(ge=0))
-    weighting_aux: Weighting = "p2"
-    k: float = field(default=1.0, metadata=bounds(gt=0))
-    simple: float = field(default=1.0, metadata=bounds(ge=0))  # weight of L_simple (1 in the paper)
-    vb: bool = True  # add L_vb for learned-σ models (ignored for fixed-σ ones)
-    decoder_cdf: DecoderCDF = "approx"  # L_vb at t = 0; approx = the official code (tanh), exact = Φ
+    lambda_distill: float = field(metadata=bounds(ge=0))
+    gamma_distill: float = field(metadata=bounds(ge=0))
+    weighting_distill: Weighting
+    lambda_aux: float = field(metadata=bounds(ge=0))
+    gamma_aux: float = field(metadata=bounds(ge=0))
+    weighting_aux: Weighting
+    k: float = field(metadata=bounds(gt=0))
+    simple: float = field(metadata=bounds(ge=0))  # weight of L_simple (1 in the paper)
+    vb: bool  # add L_vb for learned-σ models (ignored for fixed-σ ones)
+    decoder_cdf: DecoderCDF  # L_vb at t = 0; approx = the official code (tanh), exact = Φ
+    student_batching: StudentBatching  # joint: one call on [x_t; ε]; separate: two; auto: joint on CUDA only
 
     def check(self, key: str) -> None:
         for name in ("distill", "aux"):
@@ -47,19 +49,19 @@ class LossConfig:
 
 @dataclass
 class EMAConfig:
-    decay: float = field(default=0.9999, metadata=bounds(ge=0, le=1))
+    decay: float = field(metadata=bounds(ge=0, le=1))
 
 
 @dataclass
 class FitConfig(TrainStageConfig):
-    preview_images: int = field(default=4, metadata=bounds(ge=1))  # EMA samples in the image grids
+    preview_images: int = field(metadata=bounds(ge=1))  # EMA samples in the image grids
     # sample quality during training: every `fid_every` steps (0 = off), FID/KID of `fid_images` EMA samples (DDIM,
     # `fid_steps` steps; null = sample.steps) vs the target set; checkpoints/fit/best.ckpt keeps the best `fid_monitor`
-    fid_every: int = field(default=0, metadata=bounds(ge=0))
-    fid_images: int = field(default=1000, metadata=bounds(ge=2))
-    fid_steps: int | None = field(default=None, metadata=bounds(ge=1))
-    fid_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
-    fid_monitor: Literal["fid", "kid"] = "fid"
+    fid_every: int = field(metadata=bounds(ge=0))
+    fid_images: int = field(metadata=bounds(ge=2))
+    fid_steps: int | None = field(metadata=bounds(ge=1))
+    fid_metrics: list[str]
+    fid_monitor: Literal["fid", "kid"]
 
     def check(self, key: str) -> None:
         if self.fid_every > self.steps:
@@ -79,32 +81,32 @@ class FitConfig(TrainStageConfig):
 class SamplerConfig:
     """DDIM from the EMA model (``ema: false`` samples the raw student)."""
 
-    steps: int = field(default=40, metadata=bounds(ge=1))
-    eta: float = field(default=0.0, metadata=bounds(ge=0, le=1))  # 0: deterministic DDIM, 1: DDPM-like
-    batch_size: int = field(default=16, metadata=bounds(ge=1))
-    ema: bool = True
-    clip_sample: bool | None = None  # null: the scheduler's own setting
+    steps: int = field(metadata=bounds(ge=1))
+    eta: float = field(metadata=bounds(ge=0, le=1))  # 0: deterministic DDIM, 1: DDPM-like
+    batch_size: int = field(metadata=bounds(ge=1))
+    ema: bool
+    clip_sample: bool | None  # null: the scheduler's own setting
 
 
 @dataclass
 class SampleConfig(SamplerConfig):
-    num_images: int = field(default=64, metadata=bounds(ge=1))
-    seed: int = field(default=0, metadata=bounds(ge=0))  # image i starts from the noise of seed + i
-    grid_columns: int = field(default=8, metadata=bounds(ge=1))
-    grid_max: int = field(default=64, metadata=bounds(ge=0))
+    num_images: int = field(metadata=bounds(ge=1))
+    seed: int = field(metadata=bounds(ge=0))  # image i starts from the noise of seed + i
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
 class TranslateConfig(SamplerConfig):
     """SDEdit: noise source images to ``strength`` of the ``steps``-step DDIM schedule, then denoise."""
 
-    source: Component | None = None  # an image datamodule (source domain, e.g. data=ffhq); its test split is used
-    method: Literal["sdedit", "egsde"] = "sdedit"  # egsde: + the energy guidance (needs stage train_classifier)
-    strength: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # 0.5 = the middle of the schedule
-    max_images: int | None = field(default=16, metadata=bounds(ge=1))
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    grid_columns: int = field(default=8, metadata=bounds(ge=1))
-    grid_max: int = field(default=32, metadata=bounds(ge=0))
+    source: Component | None  # an image datamodule (source domain, e.g. data=ffhq); its test split is used
+    method: Literal["sdedit", "egsde"]  # egsde: + the energy guidance (needs stage train_classifier)
+    strength: float = field(metadata=bounds(gt=0, le=1))  # 0.5 = the middle of the schedule
+    max_images: int | None = field(metadata=bounds(ge=1))
+    seed: int = field(metadata=bounds(ge=0))
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
@@ -114,13 +116,13 @@ class EGSDEConfig:
     ``egsde_kwargs = {"ls": 500, "li": 2}``, ``down_N = 32``); the start point and schedule are ``translate``'s
     (strength 0.5 of 40 steps: SDFT's ``ddim40`` respacing started at index 20 of 40; EGSDE's t = 500 of 1000)."""
 
-    form: EGSDEForm = "official"
-    realism_weight: float = field(default=500.0, metadata=bounds(ge=0))
-    faithfulness_weight: float = field(default=2.0, metadata=bounds(ge=0))
-    downsample: int = field(default=32, metadata=bounds(ge=1))
-    steps: int | None = field(default=None, metadata=bounds(ge=1))  # schedule length; null = translate.steps
-    repeats: int = field(default=1, metadata=bounds(ge=1))  # official form: EGSDE's sample_step (rerun on its output)
-    classifier_weights: str | None = None  # default: <run>/domain_classifier.pt, then checkpoints/train_classifier
+    form: EGSDEForm
+    realism_weight: float = field(metadata=bounds(ge=0))
+    faithfulness_weight: float = field(metadata=bounds(ge=0))
+    downsample: int = field(metadata=bounds(ge=1))
+    steps: int | None = field(metadata=bounds(ge=1))  # schedule length; null = translate.steps
+    repeats: int = field(metadata=bounds(ge=1))  # official form: EGSDE's sample_step (rerun on its output)
+    classifier_weights: str | None  # default: <run>/domain_classifier.pt, then checkpoints/train_classifier
 
     def check(self, key: str) -> None:
         if self.form != "official" and self.repeats != 1:
@@ -132,11 +134,10 @@ class ClassifierConfig(TrainStageConfig):
     """``stage=train_classifier``: the domain classifier, source (``translate.source`` train split) vs target
     (``data`` train split) on noisy images."""
 
-    steps: int = field(default=1500, metadata=bounds(ge=1))
-    lr: float = field(default=3e-4, metadata=bounds(gt=0))
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256], metadata=bounds(ge=1))
-    groups: int = field(default=32, metadata=bounds(ge=1))
-    seed: int = field(default=0, metadata=bounds(ge=0))
+    lr: float = field(metadata=bounds(gt=0))
+    channels: list[int] = field(metadata=bounds(ge=1))
+    groups: int = field(metadata=bounds(ge=1))
+    seed: int = field(metadata=bounds(ge=0))
 
     def check(self, key: str) -> None:
         if not self.channels or any(c % self.groups for c in self.channels):
@@ -148,10 +149,10 @@ class EditConfig:
     """``stage=edit``: Asyrp (``method=<method>``) trained and evaluated on the fine-tuned EMA, once per prompt
     (a ``conf/prompt`` preset); ``overrides`` are that method's keys (e.g. ``method.eval.max_images=400``)."""
 
-    method: str = "asyrp"
-    prompts: list[str] = field(default_factory=lambda: ["smiling", "sad", "angry", "young", "old"])
-    overrides: list[str] = field(default_factory=list)
-    paper_dataset: Literal["metfaces", "aahq"] | None = None  # the Tab. 2 row printed beside ours
+    method: str
+    prompts: list[str]
+    overrides: list[str]
+    paper_dataset: Literal["metfaces", "aahq"] | None  # the Tab. 2 row printed beside ours
 
     def check(self, key: str) -> None:
         from diffedit_lab.utils.config import CONF_DIR
@@ -174,22 +175,22 @@ class EvalConfig:
     ``pair_images`` source/fine-tuned pairs from the same noise) and translation (``translation_images`` SDEdit
     inputs: PSNR/SSIM/LPIPS vs the inputs, FID/KID vs the target set). A count of 0 skips that part."""
 
-    generation_images: int = field(default=10_000, metadata=bounds(ge=0))
-    pair_images: int = field(default=2_000, metadata=bounds(ge=0))
-    translation_images: int = field(default=10_000, metadata=bounds(ge=0))
-    target: Component | None = None  # the reference set of FID/KID (a data config); null = the training data
-    target_split: Literal["train", "val", "test"] = "train"  # the target set FID/KID compare against
-    max_target_images: int | None = field(default=None, metadata=bounds(ge=1))
-    seed: int = field(default=1_000_000, metadata=bounds(ge=0))
-    generation_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
-    pair_metrics: list[str] = field(default_factory=lambda: ["lpips"])  # source vs fine-tuned sample, same noise
-    translation_metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "kid"])
-    translation_methods: list[Literal["sdedit", "egsde"]] = field(default_factory=lambda: ["sdedit"])
-    fid_feature: str | int = "inception"
-    fid_weights_path: str | None = None
-    lpips_backbone_path: str | None = None
-    kid_subset_size: int = field(default=1000, metadata=bounds(ge=2))
-    folder: FolderEvalConfig = field(default_factory=FolderEvalConfig)
+    generation_images: int = field(metadata=bounds(ge=0))
+    pair_images: int = field(metadata=bounds(ge=0))
+    translation_images: int = field(metadata=bounds(ge=0))
+    target: Component | None  # the reference set of FID/KID (a data config); null = the training data
+    target_split: Literal["train", "val", "test"]  # the target set FID/KID compare against
+    max_target_images: int | None = field(metadata=bounds(ge=1))
+    seed: int = field(metadata=bounds(ge=0))
+    generation_metrics: list[str]
+    pair_metrics: list[str]  # source vs fine-tuned sample, same noise
+    translation_metrics: list[str]
+    translation_methods: list[Literal["sdedit", "egsde"]]
+    fid_feature: str | int
+    fid_weights_path: str | None
+    lpips_backbone_path: str | None
+    kid_subset_size: int = field(metadata=bounds(ge=2))
+    folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
         check_fid_feature(f"{key}.fid_feature", self.fid_feature)
@@ -205,23 +206,23 @@ class EvalConfig:
 @dataclass
 class SDFTConfig:
     target: str = target()
-    name: str = "sdft"
-    weights: str | None = None  # a trained run's sdft.pt or checkpoints/fit/*.ckpt for sample/translate/eval alone
-    source: Component = field(default_factory=dict)  # the pretrained prior: student init and frozen teacher
-    init: Literal["source", "random"] = "source"  # random: the from-scratch baseline (same architecture)
-    init_seed: int = field(default=1234, metadata=bounds(ge=0))  # the random init (init=random)
-    teacher_dtype: str = "auto"  # auto: fp16 on GPU, fp32 on CPU
-    seed: int = field(default=0, metadata=bounds(ge=0))  # t and ε of the training loss (checkpointed stream)
-    loss: LossConfig = field(default_factory=LossConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
-    optim: dict[str, Any] = field(default_factory=dict)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    translate: TranslateConfig = field(default_factory=TranslateConfig)
-    egsde: EGSDEConfig = field(default_factory=EGSDEConfig)
-    train_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    edit: EditConfig = field(default_factory=EditConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str
+    weights: str | None  # a trained run's sdft.pt or checkpoints/fit/*.ckpt for sample/translate/eval alone
+    source: Component  # the pretrained prior: student init and frozen teacher
+    init: Literal["source", "random"]  # random: the from-scratch baseline (same architecture)
+    init_seed: int = field(metadata=bounds(ge=0))  # the random init (init=random)
+    teacher_dtype: str  # auto: fp16 on GPU, fp32 on CPU
+    seed: int = field(metadata=bounds(ge=0))  # t and ε of the training loss (checkpointed stream)
+    loss: LossConfig
+    ema: EMAConfig
+    fit: FitConfig
+    optim: dict[str, Any]
+    sample: SampleConfig
+    translate: TranslateConfig
+    egsde: EGSDEConfig
+    train_classifier: ClassifierConfig
+    edit: EditConfig
+    eval: EvalConfig
 
     def check(self, key: str) -> None:
         check_optimizer(f"{key}.optim", self.optim)

@@ -9,8 +9,11 @@ Per sample, with t ~ U{0..T−1}, ε ~ N(0, I) and x_t = √ᾱ_t x₀ + √(1�
 ``L_vb`` is improved DDPM's variational term for the ``learned_range`` variance parameterisation with the mean
 stopped (the ε prediction is detached, so L_vb trains only the variance channels): the KL between the true
 posterior q(x_{t−1} | x_t, x₀) and the model's Gaussian, in bits per dimension, and at t = 0 the discretised
-Gaussian decoder NLL. Only the ε channels are distilled. x_t and ε go through the student in ONE batched call and
-through the teacher in one (no grad).
+Gaussian decoder NLL. Only the ε channels are distilled. x_t and ε go through the student (one graph, one backward)
+and through the teacher (no grad) either in one batched call each on [x_t; ε] or in two calls each
+(``loss.student_batching``: ``joint`` | ``separate`` | ``auto`` = joint on CUDA, separate on the CPU); the loss and
+its gradients are the same either way (to float rounding; dropout masks, when the network has dropout, are drawn
+in a different order).
 
 Numerics follow the official code (JiwanHur/SDFT on guided-diffusion's ``gaussian_diffusion.py``/``losses.py``):
 every schedule table (x_t, the x₀ estimate, the posterior) is computed in float64 from float64 betas and cast to
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from diffedit_lab.diffusion import schedule
-from diffedit_lab.methods.sdft.config import DecoderCDF, LossConfig
+from diffedit_lab.methods.sdft.config import DecoderCDF, LossConfig, StudentBatching
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -155,6 +158,15 @@ def term_weight(kind: str, alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma:
     return schedule.loss_weight(kind, alphas_cumprod, t, gamma=gamma, k=k)
 
 
+def joint_batches(mode: StudentBatching, device: torch.device) -> bool:
+    """Whether x_t and ε go through the networks in one call on [x_t; ε] (``joint``) or in two (``separate``);
+    ``auto``: joint on CUDA (one launch sequence for both, better occupancy), separate elsewhere (on a CPU the
+    doubled batch costs more than two single ones — ``experiments/bench/README.md``)."""
+    if mode == "auto":
+        return device.type == "cuda"
+    return mode == "joint"
+
+
 def sdft_loss(
     student,
     teacher,
@@ -173,10 +185,15 @@ def sdft_loss(
     # the float64-built table when given (as guided-diffusion's q_sample); else the prior's float32 ᾱ
     x_t = table.q_sample(x0, eps, t) if table is not None else schedule.add_noise(x0, eps, alphas_cumprod, t)
     use_distill, use_aux = cfg.lambda_distill > 0, cfg.lambda_aux > 0
-    # one student call on [x_t; ε] (the auxiliary input is exactly the noise ε, at the same t)
-    inputs = torch.cat([x_t, eps]) if use_aux else x_t
-    out = student.forward_raw(inputs, torch.cat([t, t]) if use_aux else t)
-    out_xt, out_aux = out[:batch], out[batch:]
+    joint = joint_batches(cfg.student_batching, x0.device)
+    # the student on x_t and on the auxiliary input (exactly the noise ε, at the same t): one call on [x_t; ε]
+    # (joint) or two calls (separate); either way one graph, one backward
+    if use_aux and joint:
+        out = student.forward_raw(torch.cat([x_t, eps]), torch.cat([t, t]))
+        out_xt, out_aux = out[:batch], out[batch:]
+    else:
+        out_xt = student.forward_raw(x_t, t)
+        out_aux = student.forward_raw(eps, t) if use_aux else None
     eps_s = out_xt[:, :channels]
     zeros = torch.zeros(batch, device=x0.device)
     simple = mean_flat((eps - eps_s) ** 2)
@@ -190,11 +207,14 @@ def sdft_loss(
         teacher_in = [x_t] * use_distill + [eps] * use_aux
         # the teacher runs in its own dtype (fp16 on GPU), not in the student's bf16 autocast
         with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
-            eps_t = teacher.predict_eps(torch.cat(teacher_in), t.repeat(len(teacher_in))).float()
+            if joint:
+                eps_t = teacher.predict_eps(torch.cat(teacher_in), t.repeat(len(teacher_in))).float().split(batch)
+            else:
+                eps_t = [teacher.predict_eps(x, t).float() for x in teacher_in]
         if use_distill:
-            distill = mean_flat((eps_t[:batch] - eps_s) ** 2)
+            distill = mean_flat((eps_t[0] - eps_s) ** 2)
         if use_aux:
-            aux = mean_flat((eps_t[-batch:] - out_aux[:, :channels]) ** 2)
+            aux = mean_flat((eps_t[-1] - out_aux[:, :channels]) ** 2)
     w_d = term_weight(cfg.weighting_distill, alphas_cumprod, t, cfg.gamma_distill, cfg.k)
     w_a = term_weight(cfg.weighting_aux, alphas_cumprod, t, cfg.gamma_aux, cfg.k)
     per_sample = cfg.simple * simple + vb

@@ -152,7 +152,7 @@ class SDFTModule(EditingMethod):
         if not isinstance(student, UnconditionalPrior):
             raise UserError(f"method.source must build an UnconditionalPrior (pixel U-Net), got {type(student)}")
         if self.cfg.init == "random":  # the from-scratch baseline: same architecture and schedule, new weights
-            from diffedit_lab.testing._seed import seeded
+            from diffedit_lab.utils.rng import seeded
 
             with seeded(self.cfg.init_seed):
                 student.unet = type(student.unet).from_config(student.unet.config)
@@ -183,35 +183,36 @@ class SDFTModule(EditingMethod):
             self.build_networks()
         super().run_stage(stage, ctx)
 
-    def stage_fit(self, ctx: StageContext) -> None:
+    def stage_fit(self, ctx: StageContext) -> dict[str, float] | None:
         monitor = inference.sample_quality_monitor(self, ctx) if self.cfg.fit.fid_every else None
         self.quality_monitor = monitor  # what tests and notebooks inspect (history, best step)
-        self.run_training(ctx, self.cfg.fit, callbacks=[monitor] if monitor else [])
+        metrics = self.run_training(ctx, self.cfg.fit, [monitor] if monitor else [], prefixes=("train/", "val/"))
         self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
-        metrics = {k: float(v) for k, v in ctx.trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-        ctx.write_metrics(metrics | (monitor.summary() if monitor else {}))
+        metrics |= monitor.summary() if monitor else {}
+        ctx.write_metrics(metrics)
+        return metrics
 
-    def stage_sample(self, ctx: StageContext) -> None:
-        inference.run_sample(self, ctx)
+    def stage_sample(self, ctx: StageContext) -> dict[str, float] | None:
+        return inference.run_sample(self, ctx)
 
-    def stage_train_classifier(self, ctx: StageContext) -> None:
+    def stage_train_classifier(self, ctx: StageContext) -> dict[str, float] | None:
         from diffedit_lab.methods.sdft.classifier import DomainClassifierModule, TwoDomains
 
         c = self.cfg.train_classifier
         module = DomainClassifierModule(self.new_classifier(), self.student.alphas_cumprod, c.lr, c.seed)
         data = TwoDomains(instantiate(self.cfg.translate.source), ctx.datamodule)
-        trainer = ctx.fit_trainer(self.stage, c)
-        trainer.fit(module, datamodule=data, ckpt_path=ctx.resume_path(self.stage))
+        metrics = self.run_training(ctx, c, module=module, datamodule=data, prefixes=("classifier/",))
         if ctx.global_rank == 0:
             atomic_torch_save({"state_dict": module.classifier.state_dict()}, ctx.run_dir / CLASSIFIER)
         self._frozen["classifier"] = module.classifier.eval().requires_grad_(False)
-        ctx.write_metrics({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("classifier/")})
+        ctx.write_metrics(metrics)
+        return metrics
 
     def new_classifier(self):
         from diffedit_lab.methods.sdft.classifier import DomainClassifier
-        from diffedit_lab.testing._seed import seeded
+        from diffedit_lab.utils.rng import seeded
 
         c = self.cfg.train_classifier
         with seeded(c.seed):
@@ -228,19 +229,19 @@ class SDFTModule(EditingMethod):
             self._frozen["classifier"] = clf.eval().requires_grad_(False)
         return self._frozen["classifier"].to(self.device)
 
-    def stage_translate(self, ctx: StageContext) -> None:
-        inference.run_translate(self, ctx)
+    def stage_translate(self, ctx: StageContext) -> dict[str, float] | None:
+        return inference.run_translate(self, ctx)
 
-    def stage_edit(self, ctx: StageContext) -> None:
+    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
         from diffedit_lab.methods.sdft.edit import run_edit
 
-        run_edit(self, ctx)
+        return run_edit(self, ctx)
 
-    def stage_eval(self, ctx: StageContext) -> None:
+    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
         if self.cfg.eval.folder.pred:
             self.evaluate_folder(ctx, self.cfg.eval.folder)
             return
-        inference.run_eval(self, ctx)
+        return inference.run_eval(self, ctx)
 
     # --- trained weights --------------------------------------------------------------------------------------
     def export(self, run_dir: Path) -> None:

@@ -15,7 +15,7 @@ from diffedit_lab.models.stylegan2.checkpoint import (
     save_rosinality_checkpoint,
     select_state,
 )
-from diffedit_lab.models.stylegan2.generator import NoiseMode, StyleGAN2Generator, default_channels
+from diffedit_lab.models.stylegan2.generator import NoiseMode, StyleGAN2Generator, default_channels, random_generator
 from diffedit_lab.models.stylegan2.ops import (
     Blur,
     ConstantInput,
@@ -51,6 +51,7 @@ __all__ = [
     "load_generator",
     "load_rosinality_state",
     "make_kernel",
+    "random_generator",
     "read_checkpoint",
     "save_rosinality_checkpoint",
     "select_state",

@@ -4,7 +4,8 @@ The public W+ encoders (e4e, pSp, ReStyle) and StyleCLIP/SDD all ship or expect 
 (``{"g_ema": state_dict, "latent_avg": (512,)}``); rosinality's ``train.py`` checkpoints (``g``, ``d``, ``g_ema``,
 optimiser states, an ``argparse.Namespace``) and bare generator state_dicts (``.pt`` or ``.safetensors``) load too.
 Files are read with :func:`diffedit_lab.utils.io.load_weights` (tensors and plain containers only, never code).
-Randomly initialised generators (tests, demo, benchmarks) are built by :mod:`diffedit_lab.testing.stylegan2`.
+Randomly initialised generators: :func:`~diffedit_lab.models.stylegan2.generator.random_generator` (the
+``random_weights`` switch, benchmarks) and the tiny one of :mod:`diffedit_lab.testing.stylegan2`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from diffedit_lab.models.stylegan2.generator import StyleGAN2Generator
+from diffedit_lab.models.stylegan2.generator import StyleGAN2Generator, random_generator
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.io import atomic_torch_save, load_weights
 
@@ -113,14 +114,32 @@ def build_generator(
     key: str = "g_ema",
     channels: Mapping[int, int] | None = None,
     device: torch.device | str | None = None,
+    random_weights: bool = False,
 ) -> StyleGAN2Generator:
     """Hydra entry point (``_target_: diffedit_lab.models.stylegan2.build_generator``): a pretrained generator in
     eval mode, from a rosinality ``.pt`` (or a bare state_dict file).
 
     ``channels`` overrides the channel table given by ``channel_multiplier`` (resolution → channels); a given
-    ``device`` receives the generator. A random generator is never built here: that is
-    :func:`diffedit_lab.testing.stylegan2.tiny_generator` (tests, demo).
+    ``device`` receives the generator. A random generator is only built on request: ``random_weights=True`` (the
+    real-shape switch, :mod:`diffedit_lab.models.real_shapes`) builds this config's architecture with seeded
+    random weights, logs one WARNING line and never reads ``checkpoint``; the tiny one of tests and the demo is
+    :func:`diffedit_lab.testing.stylegan2.tiny_generator`.
     """
+    from diffedit_lab.models import real_shapes
+
+    if real_shapes.check_flag(random_weights, "generator.random_weights"):
+        name = f"StyleGAN2 generator {os.path.basename(str(checkpoint))}" if checkpoint else "StyleGAN2 generator"
+        real_shapes.announce(f"{name} ({size} px, style_dim {style_dim}, n_mlp {n_mlp})")
+        return random_generator(
+            size,
+            style_dim=style_dim,
+            n_mlp=n_mlp,
+            channel_multiplier=channel_multiplier,
+            channels=channels,
+            crop=crop,
+            seed=real_shapes.RANDOM_WEIGHTS_SEED,
+            device=device,
+        )
     if checkpoint is None or not str(checkpoint).strip():
         raise UserError(
             "generator.checkpoint is not set: give the path of a rosinality StyleGAN2 checkpoint "

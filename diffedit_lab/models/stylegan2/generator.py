@@ -18,6 +18,7 @@ from torch import nn
 
 from diffedit_lab.models.stylegan2.ops import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.rng import seeded
 
 NoiseMode = str  # "const" | "random" | "none"
 
@@ -229,3 +230,23 @@ class StyleGAN2Generator(nn.Module):
         return load_generator(
             path, size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier, key=key, **kwargs
         )
+
+
+def random_generator(
+    size: int,
+    style_dim: int = 512,
+    n_mlp: int = 8,
+    channel_multiplier: int = 2,
+    channels: Mapping[int, int] | None = None,
+    crop: Sequence[int] | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> StyleGAN2Generator:
+    """A StyleGAN2 generator with random weights from ``seed`` (the global RNG is left alone), in eval mode;
+    with a ``device`` it is initialised there. E.g. config-f 1024: ``random_generator(1024)``. Used by
+    ``build_generator(random_weights=True)``, the benchmark and the tiny generator of tests."""
+    with seeded(seed, device):
+        gen = StyleGAN2Generator(
+            size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier, channels=channels, crop=crop
+        )
+    return gen.eval()

@@ -167,14 +167,15 @@ def test_the_form_option_picks_the_sampler(tiny):
     from diffedit_lab.diffusion import samplers
     from diffedit_lab.methods.sdft.config import EGSDEConfig, TranslateConfig
     from diffedit_lab.methods.sdft.inference import TranslateSteps
+    from diffedit_lab.utils.config import method_settings
 
     prior, clf, x0 = tiny
-    settings = TranslateConfig(method="egsde", steps=4, strength=0.5)
+    settings = method_settings(TranslateConfig, "sdft", "translate", method="egsde", steps=4, strength=0.5)
     batch = {"image": x0, "index": torch.arange(2)}
 
     def translate(form: str) -> torch.Tensor:
-        module = SimpleNamespace(cfg=SimpleNamespace(egsde=EGSDEConfig(form=form, downsample=4)), device="cpu",
-                                 sampling_prior=lambda ema: prior)  # fmt: skip
+        egsde = method_settings(EGSDEConfig, "sdft", "egsde", form=form, downsample=4)
+        module = SimpleNamespace(cfg=SimpleNamespace(egsde=egsde), device="cpu", sampling_prior=lambda ema: prior)
         return TranslateSteps(module, settings, seed=5, classifier=clf)(batch, 0)["images"]["translated"]
 
     gen = torch.Generator().manual_seed(5)

@@ -3,6 +3,7 @@ total on a one-pixel stub network (numbers worked out here), and the terms on ti
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -12,13 +13,16 @@ from diffedit_lab.methods.sdft.config import LossConfig
 from diffedit_lab.methods.sdft.losses import (
     PosteriorTable,
     discretized_gaussian_nll,
+    joint_batches,
     normal_kl,
     sdft_loss,
     vb_term,
 )
 from diffedit_lab.testing.priors import tiny_unet_prior
+from diffedit_lab.utils.config import method_settings
 
 BETAS = torch.tensor([0.1, 0.2, 0.3])
+loss_config = functools.partial(method_settings, LossConfig, "sdft", "loss")  # conf/method/sdft.yaml's + overrides
 
 
 def test_posterior_table_by_hand():
@@ -107,12 +111,15 @@ class StubPrior(torch.nn.Module):
         return self.forward_raw(x, t)[:, :1]
 
 
+@pytest.mark.parametrize("batching", ["joint", "separate"])
 @pytest.mark.parametrize("learned", [True, False])
-def test_each_term_by_hand_on_a_stub(learned):
+def test_each_term_by_hand_on_a_stub(learned, batching):
     tab = PosteriorTable(BETAS)
     student = StubPrior(0.5, 0.0, learned, tab.alphas_cumprod)
     teacher = StubPrior(0.25, 0.0, learned, tab.alphas_cumprod)
-    cfg = LossConfig(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=2.0, k=1.0)
+    cfg = loss_config(
+        lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=2.0, k=1.0, student_batching=batching
+    )
     x0, eps, t = _px(0.5), _px(1.0), torch.tensor([1])
     ab = 0.72
     x_t = math.sqrt(ab) * 0.5 + math.sqrt(1 - ab) * 1.0
@@ -128,11 +135,16 @@ def test_each_term_by_hand_on_a_stub(learned):
     vb = float(vb_term(tab, x0, _px(x_t), t, _px(0.5 * x_t), _px(0.0), cdf="approx")) if learned else 0.0
     assert float(terms.vb.detach()) == pytest.approx(vb)
     assert float(terms.total.detach()) == pytest.approx(simple + vb + 0.1 * w_d * distill + 0.3 * w_a * aux, rel=1e-6)
-    # one batched call each: the student sees [x_t; ε], the teacher the same, at the same t twice
-    assert len(student.calls) == 1 and len(teacher.calls) == 1
+    # joint: one batched call each, the student sees [x_t; ε], the teacher the same, at the same t twice;
+    # separate: two calls each, x_t then ε
     for calls in (student.calls, teacher.calls):
-        x_in, t_in = calls[0]
-        assert x_in.flatten().tolist() == pytest.approx([x_t, 1.0]) and t_in.tolist() == [1, 1]
+        if batching == "joint":
+            assert len(calls) == 1
+            x_in, t_in = calls[0]
+            assert x_in.flatten().tolist() == pytest.approx([x_t, 1.0]) and t_in.tolist() == [1, 1]
+        else:
+            assert [x.flatten().tolist() for x, _ in calls] == [pytest.approx([x_t]), pytest.approx([1.0])]
+            assert [t_in.tolist() for _, t_in in calls] == [[1], [1]]
     # the gradient reaches the student, L_vb's mean is stopped (learned σ: v is constant here, so vb adds none)
     terms.total.backward()
     d_simple = 2 * (0.5 * x_t - 1.0) * x_t
@@ -146,7 +158,7 @@ def test_min_snr_and_constant_weightings():
     tab = PosteriorTable(BETAS)
     student = StubPrior(0.5, 0.0, False, tab.alphas_cumprod)
     teacher = StubPrior(0.25, 0.0, False, tab.alphas_cumprod)
-    cfg = LossConfig(weighting_distill="min_snr", gamma_distill=2.0, weighting_aux="constant", gamma_aux=50.0)
+    cfg = loss_config(weighting_distill="min_snr", gamma_distill=2.0, weighting_aux="constant", gamma_aux=50.0)
     t = torch.tensor([0, 2])
     terms = sdft_loss(student, teacher, torch.zeros(2, 1, 1, 1), torch.ones(2, 1, 1, 1), t, cfg, tab)
     snr = [0.9 / 0.1, 0.504 / 0.496]  # min(SNR, 2) / SNR: clipped at t = 0, not at t = 2
@@ -167,7 +179,7 @@ def test_terms_on_tiny_unets(learned):
     x0 = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     eps = torch.randn(2, 3, 16, 16, generator=g)
     t = torch.tensor([0, 700])
-    cfg = LossConfig(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=50.0)
+    cfg = loss_config(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=50.0)
     terms = sdft_loss(student, teacher, x0, eps, t, cfg, tab)
     ab = student.alphas_cumprod[t].view(2, 1, 1, 1)  # the prior's float32 ᾱ (the weights use it)
     # x_t from the float64-built √ᾱ_t, √(1−ᾱ_t) (guided-diffusion's q_sample)
@@ -191,13 +203,53 @@ def test_terms_on_tiny_unets(learned):
 
 
 @pytest.mark.parametrize("learned", [True, False])
+def test_joint_and_separate_batching_give_the_same_loss_and_gradients(learned):
+    """``student_batching``: one call on [x_t; ε] or two calls with one backward is the same math — every term and
+    every parameter gradient agree to float rounding on tiny U-Nets (no dropout: the masks would differ)."""
+    teacher = _tiny(learned, 1).requires_grad_(False)
+    tab = PosteriorTable.from_scheduler(teacher.scheduler)
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1, torch.randn(3, 3, 16, 16, generator=g)
+    t = torch.tensor([0, 400, 999])
+    results = {}
+    for mode in ("joint", "separate", "auto"):
+        student = _tiny(learned, 0)
+        cfg = loss_config(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=2.0, student_batching=mode)
+        terms = sdft_loss(student, teacher, x0, eps, t, cfg, tab)
+        terms.total.backward()
+        grads = {n: p.grad.clone() for n, p in student.unet.named_parameters()}
+        results[mode] = (terms, grads)
+    (a, ga), (b, gb) = results["joint"], results["separate"]
+    for name in ("total", "simple", "vb", "distill", "aux"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), rtol=1e-6, atol=1e-7), name
+    assert (a.distill > 0).all() and (a.aux > 0).all()
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    for n in ga:
+        assert torch.allclose(ga[n], gb[n], rtol=1e-5, atol=1e-6), n
+    scale = max(float(v.abs().max()) for v in ga.values())
+    assert max(float((ga[n] - gb[n]).abs().max()) for n in ga) <= 1e-6 * max(scale, 1.0)
+    # auto on the CPU is separate: bit-identical to it
+    assert torch.equal(results["auto"][0].total, b.total)
+    assert all(torch.equal(results["auto"][1][n], gb[n]) for n in gb)
+
+
+def test_auto_batching_is_joint_on_cuda_only():
+    assert joint_batches("auto", torch.device("cuda", 0)) is True
+    assert joint_batches("auto", torch.device("cpu")) is False
+    assert joint_batches("joint", torch.device("cpu")) is True
+    assert joint_batches("separate", torch.device("cuda")) is False
+    with pytest.raises(Exception, match="student_batching"):
+        loss_config(student_batching="both")
+
+
+@pytest.mark.parametrize("learned", [True, False])
 def test_without_distillation_it_is_the_naive_loss_and_needs_no_teacher(learned):
     student = _tiny(learned, 0)
     tab = PosteriorTable.from_scheduler(student.scheduler)
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(2, 3, 16, 16, generator=g)
     t = torch.tensor([3, 500])
-    terms = sdft_loss(student, None, x0, eps, t, LossConfig(lambda_distill=0.0, lambda_aux=0.0), tab)
+    terms = sdft_loss(student, None, x0, eps, t, loss_config(lambda_distill=0.0, lambda_aux=0.0), tab)
     # x_t from the float64-built √ᾱ_t, √(1−ᾱ_t) (guided-diffusion's q_sample)
     x_t = tab.sqrt_alphas_cumprod[t].view(2, 1, 1, 1) * x0 + tab.sqrt_one_minus_alphas_cumprod[t].view(2, 1, 1, 1) * eps
     with torch.no_grad():
@@ -221,8 +273,8 @@ def test_the_teacher_runs_outside_the_students_autocast():
     student = StubPrior(0.5, 0.0, False, tab.alphas_cumprod)
     teacher = Teacher(0.25, 0.0, False, tab.alphas_cumprod)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        sdft_loss(student, teacher, _px(0.5), _px(1.0), torch.tensor([1]), LossConfig(), tab)
-    assert seen == [False]
+        sdft_loss(student, teacher, _px(0.5), _px(1.0), torch.tensor([1]), loss_config(), tab)
+    assert seen and not any(seen)  # one call (joint) or one per input (separate: auto on the CPU)
 
 
 def test_vb_trains_only_the_variance_channels():
@@ -239,7 +291,7 @@ def test_vb_trains_only_the_variance_channels():
             return torch.cat([self.a * x, self.v_param.expand_as(x)], 1)
 
     student = VarStub()
-    cfg = LossConfig(lambda_distill=0.0, lambda_aux=0.0, simple=0.0)
+    cfg = loss_config(lambda_distill=0.0, lambda_aux=0.0, simple=0.0)
     x0, eps, t = _px(0.5), _px(1.0), torch.tensor([1])
     terms = sdft_loss(student, None, x0, eps, t, cfg, tab)
     terms.total.backward()

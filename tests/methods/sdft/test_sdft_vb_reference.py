@@ -4,6 +4,7 @@ and L_vb itself at t ∈ {0, 1, 2, T/2, T−1}. The reference is written here wi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -18,7 +19,8 @@ from diffedit_lab.methods.sdft.losses import (
     discretized_gaussian_nll,
     sdft_loss,
 )
-from diffedit_lab.utils.schema import ConfigError, validate
+from diffedit_lab.utils.config import method_settings
+from diffedit_lab.utils.schema import ConfigError
 
 # --- the float64 reference -------------------------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ def test_float64_betas_by_hand(config):
 # --- L_vb through the loss --------------------------------------------------------------------------------------
 
 TS = [0, 1, 2, T // 2, T - 1]
+loss_config = functools.partial(method_settings, LossConfig, "sdft", "loss")  # conf/method/sdft.yaml's + overrides
 SHAPE = (len(TS), 3, 8, 8)
 
 
@@ -190,7 +193,7 @@ def _vb(cdf: str | None) -> torch.Tensor:
     x0, eps, eps_hat, v = _inputs()
     tab = PosteriorTable.from_scheduler(DDPMScheduler(num_train_timesteps=T))
     extra = {} if cdf is None else {"decoder_cdf": cdf}
-    cfg = LossConfig(lambda_distill=0.0, lambda_aux=0.0, **extra)
+    cfg = loss_config(lambda_distill=0.0, lambda_aux=0.0, **extra)
     return sdft_loss(FixedOutput(eps_hat, v), None, x0, eps, torch.tensor(TS), cfg, tab).vb
 
 
@@ -205,7 +208,7 @@ def test_vb_matches_the_float64_reference(cdf):
 
 
 def test_default_is_the_approx_cdf_and_exact_differs_by_the_expected_amount():
-    assert LossConfig().decoder_cdf == "approx"
+    assert loss_config().decoder_cdf == "approx"
     x0, eps, eps_hat, v = _inputs()
     default, approx, exact = _vb(None), _vb("approx"), _vb("exact")
     assert torch.equal(default, approx)
@@ -217,5 +220,5 @@ def test_default_is_the_approx_cdf_and_exact_differs_by_the_expected_amount():
 
 def test_a_wrong_decoder_cdf_is_a_one_line_error():
     with pytest.raises(ConfigError) as err:
-        validate(LossConfig, {"decoder_cdf": "erf"}, "method.loss")
+        loss_config(decoder_cdf="erf")
     assert str(err.value) == "method.loss.decoder_cdf='erf': expected one of ['approx', 'exact']"
