@@ -100,6 +100,7 @@ def prepare(cfg: DictConfig, check_data: bool = True) -> Plan:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, [s.name for s in stages if s.train])
     check_ddp_multirun(cfg)
+    checks.check_random_weights(cfg.get("random_weights", False))
     checks.check_component_files(cfg, sorted({n for s in stages for n in cls.stage_needs(s, method_cfg)}))
     overwrite = checks.check_overwrite(cfg.get("overwrite", False))
     datamodule = instantiate(cfg.data) if cfg.get("data") is not None and check_data else None
@@ -141,6 +142,9 @@ def run(cfg: DictConfig) -> RunResult:
     previous = run_dir / "metrics.json"
     if previous.is_file():  # stages run earlier on this run dir: merge, never drop their results
         ctx.metrics.update(json.loads(previous.read_text()))
+    if cfg.get("random_weights", False):  # recorded beside the results, never silent
+        log.warning("random_weights=true: every pretrained component has random weights; results are meaningless")
+        ctx.metrics["run/random_weights"] = 1.0
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(s.name for s in stages))
     results: dict[str, dict[str, float]] = {}
     try:

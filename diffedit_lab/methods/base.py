@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class EditingMethod(LightningModule):
     Config: ClassVar[type | None] = None
     STAGES: ClassVar[tuple[Stage, ...]] = ()
+    EDIT_STAGE: ClassVar[str | None] = None  # the inference stage a pipeline reproduces (``load_pipeline``)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
@@ -145,7 +146,8 @@ class EditingMethod(LightningModule):
         are then skipped rather than computed with random weights."""
         if name not in self._frozen and cfg is not None:
             path = cfg.get("weights_path")
-            if path is not None and not Path(path).expanduser().is_file():
+            random = bool(cfg.get("random_weights", False))  # built at its real shape: nothing to read
+            if path is not None and not random and not Path(path).expanduser().is_file():
                 log.warning(
                     "identity weights not found at %s: identity loss and metric disabled "
                     "(set identity.weights_path to model_ir_se50.pth, or identity=none)",
@@ -203,6 +205,21 @@ class EditingMethod(LightningModule):
         if self._predict_fn is None:
             raise RuntimeError("predict_step outside run_predict")
         return self._predict_fn(batch, batch_idx)
+
+    # --- the edit, once: stages and pipelines call it ----------------------------------------------------------
+    def edit_batch(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The method's inference on one batch (``image``: (B,3,H,W) in [-1, 1]; or ``w``/``seed`` for code-based
+        methods; ``index``: the items' positions, for per-item seeds) → named images in [-1, 1], the first being
+        what was edited and ``edited`` the result (plus extras such as ``reconstruction``). The method's edit
+        stage and its :class:`~diffedit_lab.pipelines.EditPipeline` both call it."""
+        raise NotImplementedError(f"{type(self).__name__} has no edit_batch")
+
+    @classmethod
+    def pipeline_stages(cls, cfg: Any) -> tuple[str, ...]:
+        """The training stages whose products a pipeline loads (default: what ``EDIT_STAGE`` uses)."""
+        stage = next((s for s in cls.STAGES if s.name == cls.EDIT_STAGE), None)
+        uses = cls.stage_uses(stage, cfg) if stage is not None else None
+        return (uses,) if uses else ()
 
     # --- randomness that resumes ----------------------------------------------------------------------------
     def rng(self, name: str, device: torch.device | str | None = None) -> torch.Generator:

@@ -186,7 +186,7 @@ def check_flag(value: Any, key: str = "random_weights") -> bool:
 
 
 def announce(source: str) -> None:
-    """The one WARNING line every random-weights build logs (it also lands in the run's log file)."""
+    """The one WARNING line every random-weights build logs (on stderr and in Hydra's job log)."""
     log.warning(
         "random weights at the real shape of %s: results are meaningless; for shape/memory/smoke checks only", source
     )

@@ -99,12 +99,17 @@ class Bench:
             batch = f" b{extra['batch']}" if "batch" in extra else ""
             print(f"  {name:<28} {size:<5} {entry['median_ms']:>11.2f} ms{batch}", flush=True)
 
-    def median(self, name: str, size: str, batch: int | None = None) -> float | None:
-        """The median of entry ``name`` at ``size`` (the first one; with ``batch``, the first at that batch)."""
+    def entry(self, name: str, size: str, batch: int | None = None) -> dict[str, Any] | None:
+        """Entry ``name`` at ``size`` (the first one; with ``batch``, the first at that batch)."""
         for e in self.entries:
             if e["name"] == name and e["size"] == size and (batch is None or e.get("batch") == batch):
-                return e["median_ms"]
+                return e
         return None
+
+    def median(self, name: str, size: str, batch: int | None = None, stat: str = "median_ms") -> float | None:
+        """The median (``stat="min_ms"``: the minimum) of :meth:`entry` ``name``, in ms; None when not measured."""
+        e = self.entry(name, size, batch)
+        return e[stat] if e else None
 
     def add(self, entry: dict[str, Any]) -> None:
         """Record a measurement taken outside :meth:`measure` (e.g. timed by a Lightning callback)."""

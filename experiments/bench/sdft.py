@@ -1,15 +1,21 @@
 """SDFT's training step vs a naive fine-tuning step (λ = λ' = 0) on the same model and batch (issue #9).
 
-Both steps are :func:`diffedit_lab.methods.sdft.losses.sdft_loss` + backward + AdamW on the same student
-architecture from the same weights, with the same x₀, t and ε; the SDFT step also runs the frozen teacher on
-[x_t; ε] and the student on the doubled batch. The arithmetic floor of the ratio is about 2.7× (two student passes
-with backward plus two teacher passes, against one student pass with backward).
+Both steps are :func:`diffedit_lab.methods.sdft.losses.sdft_loss` + backward + AdamW + the EMA update (as
+``SDFTModule.optimizer_step``) on the same student architecture from the same weights, with the same x₀, t and ε;
+the SDFT step also runs the student on the auxiliary input ε and the frozen teacher on x_t and ε. It is timed in
+both ``loss.student_batching`` modes: ``joint`` (one student call on the doubled batch [x_t; ε], one teacher call
+on the same) and ``separate`` (two student calls, one backward; two teacher calls) — the same math. The arithmetic
+floor of the ratio is about 2.7× (two student passes with backward plus two teacher passes, against one student
+pass with backward).
 
 ``tiny``: the learned-σ tiny pixel U-Net at 32 px on the CPU (batch 2). ``real`` (CUDA): a randomly initialised
 U-Net with the shapes of SDFT's source model (the light ADM FFHQ-256, learned σ) at 256 px, per-GPU batch 8
 (global 16 with 2 accumulation steps), bf16 autocast for the student, an fp16 teacher — as ``experiment=sdft_metfaces``.
+``make bench-real`` without a GPU runs the real shapes on the CPU in fp32 at batch 1 and 2, and at batch 1 also
+times the parts of a step (``parts=True``: student forward+backward on one input / on the pair, jointly and
+separately; teacher forward on one / two inputs; AdamW; EMA), so that what a step costs beyond its parts shows.
 
-    python -m experiments.bench.sdft [--sizes tiny|real|all] [--repeats N]
+    python -m experiments.bench.sdft [--sizes tiny|real|all] [--device cpu|cuda] [--batch N] [--parts] [--repeats N]
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, Bench, suite_parser, suite_sizes
+from experiments.bench.harness import SEED, Bench, real_device, suite_parser, suite_sizes
 from experiments.bench.models import n_params
 
 BATCH = {"tiny": 2, "real": 8}
 LAMBDAS = dict(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.1, gamma_aux=50.0)  # MetFaces
+MODES = ("joint", "separate")  # loss.student_batching, both timed; `auto` picks one per device
+EMA_DECAY = 0.9999
 
 
 def build_student(size: str, device: torch.device, checkpointing: bool = False):
@@ -53,20 +61,23 @@ def build_teacher(student, device: torch.device):
     """The frozen source: a copy of the student's initial weights, fp16 on CUDA (``teacher_dtype=auto``)."""
     from diffedit_lab.diffusion.priors import UnconditionalPrior, resolve_dtype
 
-    unet = copy.deepcopy(student.unet)
+    unet = copy.deepcopy(student.unet).requires_grad_(False)
     return UnconditionalPrior(unet, student.scheduler, dtype=resolve_dtype("auto", device), device=device)
 
 
 class Step:
-    """One optimiser step of the SDFT loss with ``cfg`` on its own copy of the student."""
+    """One optimiser step of the SDFT loss with ``cfg`` on its own copy of the student: loss, backward, AdamW and
+    the EMA update, as ``SDFTModule`` trains."""
 
     def __init__(self, student, teacher, cfg, x0, t, eps, autocast: bool) -> None:
+        from diffedit_lab.methods.sdft.ema import make_ema
         from diffedit_lab.methods.sdft.losses import PosteriorTable
 
         self.student = copy.deepcopy(student)
         self.teacher, self.cfg, self.x0, self.t, self.eps = teacher, cfg, x0, t, eps
-        self.table = PosteriorTable(student.scheduler.betas)
+        self.table = PosteriorTable.from_scheduler(student.scheduler)
         self.opt = torch.optim.AdamW(self.student.unet.parameters(), lr=2e-5, weight_decay=0.0)
+        self.ema = make_ema(self.student.unet, EMA_DECAY)
         self.autocast = autocast
 
     def loss(self) -> torch.Tensor:
@@ -81,15 +92,105 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        self.ema.update_parameters(self.student.unet)
         return loss
 
 
+def step_parts(student, teacher, x0, t, eps, autocast: bool) -> dict[str, Any]:
+    """The parts of a step, each a callable on its own copy of the student (``train.sdft_part.*``): student
+    forward + backward on x_t alone (= the naive step's network cost), on [x_t; ε] in one call, on x_t and ε in
+    two calls with one backward; teacher forward on x_t alone and on [x_t; ε]; AdamW; the EMA update."""
+    from diffedit_lab.methods.sdft.ema import make_ema
+
+    s = copy.deepcopy(student)
+    params = list(s.unet.parameters())
+    opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0)
+    ema = make_ema(s.unet, EMA_DECAY)
+    pair, t2 = torch.cat([x0, eps]), torch.cat([t, t])
+    ctx = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext
+
+    def backward(*outs: torch.Tensor) -> None:
+        for p in params:
+            p.grad = None
+        sum(o.float().square().mean() for o in outs).backward()
+
+    def student_one():
+        with ctx():
+            out = s.forward_raw(x0, t)
+        backward(out)
+
+    def student_joint():
+        with ctx():
+            out = s.forward_raw(pair, t2)
+        backward(out)
+
+    def student_separate():
+        with ctx():
+            outs = s.forward_raw(x0, t), s.forward_raw(eps, t)
+        backward(*outs)
+
+    @torch.no_grad()
+    def teacher_one():
+        return teacher.predict_eps(x0, t)
+
+    @torch.no_grad()
+    def teacher_pair():
+        return teacher.predict_eps(pair, t2)
+
+    student_one()  # gradients for AdamW to step on
+
+    return {
+        "train.sdft_part.student_fwd_bwd.one": student_one,
+        "train.sdft_part.student_fwd_bwd.joint": student_joint,
+        "train.sdft_part.student_fwd_bwd.separate": student_separate,
+        "train.sdft_part.teacher_fwd.one": teacher_one,
+        "train.sdft_part.teacher_fwd.joint": teacher_pair,
+        "train.sdft_part.adamw": opt.step,
+        "train.sdft_part.ema_update": lambda: ema.update_parameters(s.unet),
+    }
+
+
+def breakdown(bench: Bench, size: str, batch: int) -> dict[str, float]:
+    """Where a step's time goes (medians, ms): each step against the sum of its parts (``beyond_parts``: loss
+    math, zero_grad, allocation — everything not in a part)."""
+    m = functools.partial(bench.median, size=size, batch=batch)
+    part = {k: m(f"train.sdft_part.{k}") for k in ("student_fwd_bwd.one", "student_fwd_bwd.joint",
+            "student_fwd_bwd.separate", "teacher_fwd.one", "teacher_fwd.joint", "adamw", "ema_update")}  # fmt: skip
+    common = part["adamw"] + part["ema_update"]
+    sums = {
+        "naive": part["student_fwd_bwd.one"] + common,
+        "joint": part["student_fwd_bwd.joint"] + part["teacher_fwd.joint"] + common,
+        "separate": part["student_fwd_bwd.separate"] + 2 * part["teacher_fwd.one"] + common,
+    }
+    steps = {"naive": m("train.naive_step"), **{mode: m(f"train.sdft_step.{mode}") for mode in MODES}}
+    return {
+        **{f"part.{k}": v for k, v in part.items()},
+        **{f"parts_sum.{k}": v for k, v in sums.items()},
+        **{f"beyond_parts.{k}": steps[k] - sums[k] for k in steps},
+        "student_pair_joint_over_one": part["student_fwd_bwd.joint"] / part["student_fwd_bwd.one"],
+        "student_pair_separate_over_one": part["student_fwd_bwd.separate"] / part["student_fwd_bwd.one"],
+        "teacher_pair_joint_over_one": part["teacher_fwd.joint"] / part["teacher_fwd.one"],
+        # the floor: both student passes + both teacher passes, against one student pass (+ the optimiser both)
+        "floor_ratio": (2 * part["student_fwd_bwd.one"] + 2 * part["teacher_fwd.one"] + common) / sums["naive"],
+    }
+
+
 def bench_sdft(
-    bench: Bench, size: str, device: torch.device, batch: int | None = None, checkpointing: bool = False
+    bench: Bench,
+    size: str,
+    device: torch.device,
+    batch: int | None = None,
+    checkpointing: bool = False,
+    parts: bool = False,
+    repeats: int | None = None,
+    warmup: int | None = None,
 ) -> dict[str, Any]:
-    """Times ``train.sdft_step`` and ``train.naive_step``; returns the setting and a consistency check: from the
-    initial state (student = teacher) the distillation terms vanish, so both losses agree."""
+    """Times ``train.sdft_step.joint``, ``train.sdft_step.separate`` and ``train.naive_step`` interleaved (with
+    ``parts``: also the ``train.sdft_part.*`` entries of :func:`step_parts`); returns the setting, the ratios to
+    the naive step, the mode ``student_batching: auto`` picks on ``device``, and a consistency check: from the
+    initial state (student = teacher) the distillation terms vanish, so every loss agrees."""
     from diffedit_lab.methods.sdft.config import LossConfig
+    from diffedit_lab.methods.sdft.losses import joint_batches
     from diffedit_lab.utils.config import method_settings
 
     torch.manual_seed(SEED)
@@ -102,33 +203,48 @@ def bench_sdft(
     t = torch.randint(0, student.num_train_timesteps, (b,), generator=g).to(device)
     autocast = device.type == "cuda"
     loss = functools.partial(method_settings, LossConfig, "sdft", "loss")  # conf/method/sdft.yaml's + overrides
-    sdft = Step(student, teacher, loss(**LAMBDAS), x0, t, eps, autocast)
+    steps = {mode: Step(student, teacher, loss(**LAMBDAS, student_batching=mode), x0, t, eps, autocast) for mode in MODES}
     naive = Step(student, None, loss(lambda_distill=0.0, lambda_aux=0.0), x0, t, eps, autocast)
-    with torch.no_grad():
-        check = {"loss_sdft": float(sdft.loss()), "loss_naive": float(naive.loss())}
+    dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in student.unet.modules())
+    with torch.no_grad():  # dropout (the real ADM: 0.1) draws other masks per call: then only close, not equal
+        check = {f"loss_sdft_{mode}": float(step.loss()) for mode in MODES} | {"loss_naive": float(naive.loss())}
+    auto = "joint" if joint_batches("auto", device) else "separate"
+    check["loss_sdft"] = check[f"loss_sdft_{auto}"]
     extra = {"batch": b, "resolution": res, "trainable_params": n_params(student.unet), "autocast_bf16": autocast,
-             "gradient_checkpointing": checkpointing}  # fmt: skip
-    bench.measure(size, device, {"train.sdft_step": (sdft, extra), "train.naive_step": (naive, extra)})
-    del sdft, naive, student, teacher
+             "gradient_checkpointing": checkpointing, "dtype": "bf16 autocast" if autocast else "fp32"}  # fmt: skip
+    fns = {f"train.sdft_step.{mode}": (step, {**extra, "student_batching": mode}) for mode, step in steps.items()}
+    fns["train.naive_step"] = (naive, extra)
+    if parts:
+        fns |= {name: (fn, extra) for name, fn in step_parts(student, teacher, x0, t, eps, autocast).items()}
+    bench.measure(size, device, fns, repeats=repeats, warmup=warmup)
+    info = {**extra, **check, "student_dropout": dropout, "auto_mode": auto}
+    for key, stat in (("ratios_to_naive", "median_ms"), ("ratios_to_naive_min", "min_ms")):  # min: least contended
+        naive_ms = bench.median("train.naive_step", size, b, stat)
+        info[key] = {mode: bench.median(f"train.sdft_step.{mode}", size, b, stat) / naive_ms for mode in MODES}
+    if parts:
+        info["breakdown_ms"] = breakdown(bench, size, b)
+    fns.clear()
+    del steps, naive, student, teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {**extra, **check}
+    return info
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = suite_parser(__doc__, "per-device batch (default: tiny 2, real 8)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="student U-Net with checkpointing")
+    p.add_argument("--parts", action="store_true", help="also time the parts of a step (train.sdft_part.*)")
     args = p.parse_args(argv)
-    sizes = suite_sizes(args.sizes)
+    sizes = suite_sizes(args.sizes, args.device)
     bench = Bench(args.repeats, args.warmup)
     info = {}
     for size in sizes:
-        device = torch.device("cpu" if size == "tiny" else "cuda")
-        info[size] = bench_sdft(bench, size, device, args.batch, args.gradient_checkpointing)
-        info[size]["ratio"] = bench.median("train.sdft_step", size) / bench.median("train.naive_step", size)
+        device = torch.device("cpu") if size == "tiny" else real_device(args.device)
+        info[size] = bench_sdft(bench, size, device, args.batch, args.gradient_checkpointing, args.parts)
         peaks = {e["name"]: e.get("peak_cuda_mem_mb") for e in bench.entries if e["size"] == size}
         info[size]["peak_cuda_mem_mb"] = peaks
-        print(f"  sdft/naive step ratio ({size}): {info[size]['ratio']:.2f}x; peak CUDA MB: {peaks}", flush=True)
+        r = {k: round(v, 2) for k, v in info[size]["ratios_to_naive"].items()}
+        print(f"  sdft/naive step ratio ({size}): {r} (auto = {info[size]['auto_mode']}); peak CUDA MB: {peaks}")
     return {"measurements": bench.entries, "sdft": info}
 
 

@@ -164,6 +164,41 @@ def compose_sdd(out_dir: Path, extra: list[str] = ()):
     )
 
 
+def compose_sdd_real(out_dir: Path, extra: list[str] = ()):
+    """``method=sdd`` with its real settings (guidance 100, top-k 1024, λ_l2 10, the medium-level mapper; identity
+    off: the bare loop does not implement it), its generator and teacher swapped for random-weight builders of the
+    real shapes: StyleGAN2 config-f 1024 and SD v1.4 at 512 px (``dtype: auto``: fp16 on CUDA, fp32 on the CPU)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from diffedit_lab.utils.config import compose_config
+    from experiments.bench.models import SD14_SCHEDULER, SD14_TEXT, SD14_UNET, SD14_VAE, STYLEGAN2_F_1024
+
+    cfg = compose_config(
+        [
+            "method=sdd",
+            "logger=none",
+            "callbacks=none",
+            f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={out_dir / 'cache'}",
+            "method.loss.identity=0",
+            *extra,
+        ]
+    )
+    plain = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # noqa: E731
+    with open_dict(cfg):
+        domain = cfg.generator.get("domain", "any")
+        cfg.generator = OmegaConf.create(
+            {"_target_": "diffedit_lab.testing.stylegan2.random_generator", **STYLEGAN2_F_1024, "seed": SEED,
+             "domain": domain}  # fmt: skip
+        )
+        cfg.prior = OmegaConf.create(
+            {"_target_": "diffedit_lab.testing.priors.random_sd_prior", "unet": plain(SD14_UNET),
+             "vae": plain(SD14_VAE), "text": plain(SD14_TEXT), "image_size": 512, "scheduler": plain(SD14_SCHEDULER),
+             "tokenizer_max_length": 77, "seed": SEED, "dtype": "auto"}  # fmt: skip
+        )
+    return cfg
+
+
 class BareSDDStep:
     """The SDD training step written out in plain PyTorch on the same frozen networks: mapper edit →
     generator → VAE encode → noise → CFG UNet → g = (1 − ᾱ_t)(ε̂ − ε) (top-k over the batch) →
@@ -199,14 +234,15 @@ class BareSDDStep:
         x = self.gen.synthesis(w_edit, noise_mode="const")
         if x.shape[-2:] != (self.res, self.res):
             x = F.interpolate(x, (self.res, self.res), mode="bilinear", align_corners=False)
-        z = self.vae.encode(x).latent_dist.sample(generator=generator) * self.sf
+        dtype = self.unet.dtype  # the teacher's precision (fp16 on CUDA); the SDS arithmetic in fp32
+        z = (self.vae.encode(x.to(dtype)).latent_dist.sample(generator=generator) * self.sf).float()
         # not randn_like: z is a strided view
         eps = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
         a = self.abar[self.t].view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = a.sqrt() * z + (1 - a).sqrt() * eps
             t2 = torch.cat([self.t, self.t])
-            out = self.unet(torch.cat([z_t, z_t]), t2, encoder_hidden_states=self.emb).sample
+            out = self.unet(torch.cat([z_t, z_t]).to(dtype), t2, encoder_hidden_states=self.emb).sample.float()
             e_u, e_c = out.chunk(2)
             g = torch.nan_to_num((1 - a) * (e_u + self.scale * (e_c - e_u) - eps))
             if self.topk and 0 < self.topk < g.numel():
@@ -224,25 +260,35 @@ class BareSDDStep:
         return loss
 
 
-def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str, Any]:
+def bench_train(
+    bench: Bench,
+    device: torch.device,
+    work_dir: Path,
+    size: str = "tiny",
+    batch_size: int = TRAIN_BATCH,
+    repeats: int | None = None,
+    warmup: int | None = None,
+) -> dict[str, Any]:
     """Framework (Hydra-composed SDDModule.training_step + backward + its AdamW) vs :class:`BareSDDStep`, same
-    tiny models, codes, t and seeds. Returns a consistency check: both first-step losses from one state."""
+    models, codes, t and seeds: the tiny models of ``experiment=demo``, or (``size="real"``) ``method=sdd``'s real
+    settings on random StyleGAN2-1024 + SD v1.4 (:func:`compose_sdd_real`). Returns a consistency check: both
+    first-step losses from one state."""
     from diffedit_lab.methods.sdd import selection as sel
     from diffedit_lab.run import build_method
 
-    cfg = compose_sdd(work_dir)
+    cfg = compose_sdd(work_dir) if size == "tiny" else compose_sdd_real(work_dir)
     torch.manual_seed(SEED)
     module = build_method(cfg.method).to(device)
     module.selection = sel.select(TRAIN_RULE)
     gen, sd = module.generator, module.teacher
     with torch.no_grad():
         trunc = float(cfg.method.codes.truncation)
-        w = gen.sample_wplus(list(range(TRAIN_BATCH)), truncation=trunc).to(device)
+        w = gen.sample_wplus(list(range(batch_size)), truncation=trunc).to(device)
     t = module.selection.timesteps[0]
     bare_mapper = copy.deepcopy(module.mapper)
-    bare = BareSDDStep(bare_mapper, gen, sd, cfg.method, t=t, batch=TRAIN_BATCH)
+    bare = BareSDDStep(bare_mapper, gen, sd, cfg.method, t=t, batch=batch_size)
     opt = module.configure_optimizers()
-    batch = {"w": w, "index": torch.arange(TRAIN_BATCH)}
+    batch = {"w": w, "index": torch.arange(batch_size)}
 
     def framework_loss():
         return module.training_step(batch, 0)
@@ -262,30 +308,34 @@ def bench_train(bench: Bench, device: torch.device, work_dir: Path) -> dict[str,
     check = {"loss_framework": loss_fw, "loss_bare": loss_bare, "abs_diff": abs(loss_fw - loss_bare)}
 
     info = {
-        "batch": TRAIN_BATCH,
+        "batch": batch_size,
         "t": t,
         "resolution": gen.size,
         "teacher_resolution": sd.image_size,
+        "teacher_dtype": str(sd.dtype).removeprefix("torch."),
         "guidance_scale": float(cfg.method.guidance.guidance_scale),
         "topk": cfg.method.guidance.topk,
         "lambda_l2": float(cfg.method.loss.latent_l2),
         "trainable_params": n_params(module.mapper),
     }
+    config = "experiment=demo" if size == "tiny" else "method=sdd, random StyleGAN2-1024 + SD v1.4"
     bench.measure(
-        "tiny",
+        size,
         device,
         {
             "train.sdd_step.framework": (
                 framework_step,
                 {
                     **info,
-                    "note": "hydra-composed SDDModule.training_step (demo, identity off) + backward + AdamW",
+                    "note": f"hydra-composed SDDModule.training_step ({config}, identity off) + backward + AdamW",
                 },
             ),
             "train.sdd_step.bare": (lambda: bare.step(w), {**info, "note": "the same step in plain PyTorch"}),
         },
+        repeats=repeats,
+        warmup=warmup,
     )
-    return check
+    return {**check, "batch": batch_size, "config": config}
 
 
 def bench_trainer(bench: Bench, device: torch.device, work_dir: Path) -> None:

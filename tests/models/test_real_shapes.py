@@ -50,7 +50,8 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def warnings_in(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and WARNING.fullmatch(r.getMessage())]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return [line for line in lines if WARNING.fullmatch(line)]
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ Two families serve all methods:
 Both expose ``alphas_cumprod``, ``num_train_timesteps``, ``predict_eps(x_t, t, ...)``, ``add_noise`` and
 ``x0_from_eps`` (:class:`DiffusionPrior`, :mod:`.base`); ``to_model_space`` / ``to_image_space`` map [-1, 1]
 images to the space the UNet works in (identity for pixel priors, VAE encode/decode for SD). :func:`resolve_dtype`
-is the one rule for precision names (``auto`` → fp16 on CUDA, fp32 elsewhere). Randomly initialised miniatures for
-tests and the demo are built by :mod:`diffedit_lab.testing.priors`.
+is the one rule for precision names (``auto`` → fp16 on CUDA, fp32 elsewhere). Random weights from architecture
+configs: :mod:`.random_init` (``from_pretrained(..., random_weights=True)`` builds the released architecture of
+``source``, :mod:`diffedit_lab.models.real_shapes`); the miniatures of tests and the demo are
+:mod:`diffedit_lab.testing.priors`.
 """
 
 from diffedit_lab.diffusion.priors.base import DTYPE_NAMES, DiffusionPrior, cast, freeze, load_component, resolve_dtype

@@ -19,8 +19,6 @@ from torch.utils.data import DataLoader
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
 from diffedit_lab.data.base import split_loader
-from diffedit_lab.methods.asyrp import process
-from diffedit_lab.methods.asyrp.pairs import fit_images
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.timing import Stopwatch
 
@@ -40,12 +38,10 @@ class EditStep:
     @torch.no_grad()
     def __call__(self, batch: dict, batch_idx: int) -> dict:
         m, c = self.module, self.module.cfg
-        prior = m.prior
-        x0 = fit_images(batch["image"].float(), prior.image_size).to(m.device)
-        indices = [int(i) for i in batch["index"]]
         with Stopwatch(m.device) as sw:
-            x_T = process.invert(prior, x0, c.invert.steps, c.schedule.t_0)
-            edited = m.edit_latents(x_T, indices)
+            out = m.edit_batch(batch)
+        x0, edited, x_T = out["source"], out["edited"], out["latents"]
+        indices = [int(i) for i in batch["index"]]
         latency = sw.ms / len(x0)
         metrics = {"edit": (x0, edited), "paired": (edited, x0), "fake": edited, "real": x0,
                    "scalars": {"latency_ms_per_image": torch.full((len(x0),), latency)}}  # fmt: skip

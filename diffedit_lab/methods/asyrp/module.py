@@ -33,6 +33,7 @@ from diffedit_lab.methods.asyrp import inference, pairs, process
 from diffedit_lab.methods.asyrp.config import AsyrpConfig
 from diffedit_lab.methods.asyrp.hspace import DeltaBlock, HSpaceShift, build_delta
 from diffedit_lab.methods.asyrp.losses import asyrp_loss, text_cosine
+from diffedit_lab.methods.asyrp.pairs import fit_images
 from diffedit_lab.methods.base import EditingMethod
 from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.stage import Stage, StageContext
@@ -49,6 +50,7 @@ EXPORT = "asyrp.pt"  # the trained Δh network (state dict + what it was trained
 
 class AsyrpModule(EditingMethod):
     Config = AsyrpConfig
+    EDIT_STAGE = "edit"
     STAGES = (
         Stage("fit", train=True, needs=("prior", "clip"), outputs=(EXPORT,), product="Asyrp h-space module"),
         Stage("edit", needs=("prior",), uses="fit"),
@@ -165,6 +167,15 @@ class AsyrpModule(EditingMethod):
         out = process.generate(self.prior, x_T, steps or e.steps, s.t_0, self.shift, s.t_edit,
                                e.scale if scale is None else scale, s.t_boost, s.boost_eta, noise)  # fmt: skip
         return out.clamp(-1, 1)
+
+    @torch.no_grad()
+    def edit_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Images → ``source`` (at the prior's size) / ``edited``, and ``latents`` (the inverted x_T): DDIM inversion
+        to t₀, then generation with the shift; item i's boosting noise is seeded by ``edit.seed + i``."""
+        x0 = fit_images(batch["image"].float(), self.prior.image_size).to(self.device)
+        indices = [int(i) for i in batch.get("index", range(len(x0)))]
+        x_T = process.invert(self.prior, x0, self.cfg.invert.steps, self.cfg.schedule.t_0)
+        return {"source": x0, "edited": self.edit_latents(x_T, indices), "latents": x_T}
 
     def reconstruct(self, x_T: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """The unedited deterministic DDIM result from the same latents."""

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 class ImageEditBaseline(EditingMethod):
     STAGES = (Stage("edit", needs=("teacher",)), Stage("eval", needs=("teacher", "clip")))
+    EDIT_STAGE = "edit"
+    ANY_PROMPT = True  # a pipeline may edit toward any text (nothing was trained for one prompt)
 
     @classmethod
     def stage_needs(cls, stage: Stage, cfg) -> tuple[str, ...]:
@@ -47,6 +49,14 @@ class ImageEditBaseline(EditingMethod):
         """(B, 3, H, W) in [-1, 1] → edited images of the same shape."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def edit_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Images → ``input``/``edited`` (edited at ``resolution``, returned at the input's size)."""
+        images = batch["image"].to(self.device).float()
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        return {"input": images, "edited": self._edit_at_resolution(images, generator)}
+
     def _edit_at_resolution(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         size = self.cfg.resolution or getattr(self.teacher, "image_size", None) or images.shape[-1]
         x = images
@@ -66,9 +76,9 @@ class ImageEditBaseline(EditingMethod):
 
         @torch.no_grad()
         def step(batch: dict, batch_idx: int) -> dict:
-            images = batch["image"].to(self.device)
             with Stopwatch(self.device) as sw:
-                edited = self._edit_at_resolution(images, gen)
+                out = self.edit_batch(batch, gen)
+            images, edited = out["input"], out["edited"]
             latency = sw.ms / 1000 / len(images)
             names = [Path(str(p)).stem for p in batch["path"]]
             scalars = {"latency_ms_per_image": torch.full((len(images),), 1000 * latency)}

@@ -81,7 +81,7 @@ def _suite(module, metrics: Sequence[str], n: int, with_text: bool = False):
 
 
 @torch.no_grad()
-def _round_trip(prior, inverter, x0: torch.Tensor, steps: int) -> torch.Tensor:
+def round_trip(prior, inverter, x0: torch.Tensor, steps: int) -> torch.Tensor:
     x_T = samplers.ddim_invert(inverter, x0, num_steps=steps)
     return samplers.ddim_sample(prior, x_T, num_steps=steps, eta=0.0, clip_sample=False)
 
@@ -145,12 +145,12 @@ def run_reconstruct(module, ctx: StageContext) -> dict[str, float]:
         module._check_size(x0)
         base, rectified = module.base, module.rectified(module.rectifier, x0)
         inverter = rectified if r.invert_with == "rectified" else base
-        images = {"input": x0, "rectified": _round_trip(rectified, inverter, x0, r.steps)}
+        images = {"input": x0, "rectified": round_trip(rectified, inverter, x0, r.steps)}
         result = {"names": _names(batch), "images": images}
         models = {"rectified": rectified, **({"base": base} if r.base else {})}
         for name, prior in models.items():
             if name == "base":
-                images["base"] = _round_trip(base, base, x0, r.steps)
+                images["base"] = round_trip(base, base, x0, r.steps)
             scalars = {EPS_MSE: _eps_mse(prior, x0, grid, r.seed + batch_idx)} if EPS_MSE in r.metrics else {}
             result[name] = {"paired": (images[name], x0), "scalars": scalars}
         return result
@@ -179,11 +179,9 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
 
     @torch.no_grad()
     def step(batch: dict, batch_idx: int) -> dict:
-        x0 = batch["image"].to(module.device).float()
-        module._check_size(x0)
-        with Stopwatch(x0.device) as sw:
-            inverter = module.rectified(module.rectifier, x0) if s.invert_with == "rectified" else module.base
-            edited = _round_trip(module.rectified(module.editor, x0), inverter, x0, s.steps)
+        with Stopwatch(module.device) as sw:
+            out = module.edit_batch(batch)
+        x0, edited = out["source"], out["edited"]
         latency = torch.full((len(x0),), sw.ms / len(x0))
         return {
             "names": _names(batch),

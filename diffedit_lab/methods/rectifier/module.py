@@ -48,6 +48,7 @@ EDITOR = "editor.pt"
 
 class RectifierModule(EditingMethod):
     Config = RectifierConfig
+    EDIT_STAGE = "apply"
     STAGES = (
         Stage("fit", train=True, needs=("base",), outputs=(EXPORT,), product="rectifier"),
         Stage("reconstruct", needs=("base",), uses="fit"),
@@ -256,6 +257,20 @@ class RectifierModule(EditingMethod):
         opt = instantiate(s.optim)(params=net.parameters())
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.lr_decay.every, gamma=s.lr_decay.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    @classmethod
+    def pipeline_stages(cls, cfg: RectifierConfig) -> tuple[str, ...]:
+        return ("fit", "edit") if cfg.edit.sample.invert_with == "rectified" else ("edit",)
+
+    @torch.no_grad()
+    def edit_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Images → ``source``/``edited``: DDIM inversion (rectified or base, ``edit.sample.invert_with``), then the
+        whole trajectory sampled with the editor's modulated kernels."""
+        s = self.cfg.edit.sample
+        x0 = batch["image"].to(self.device).float()
+        self._check_size(x0)
+        inverter = self.rectified(self.rectifier, x0) if s.invert_with == "rectified" else self.base
+        return {"source": x0, "edited": inference.round_trip(self.rectified(self.editor, x0), inverter, x0, s.steps)}
 
     def _check_size(self, x0: torch.Tensor) -> None:
         size = self.base.image_size

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
@@ -53,24 +52,13 @@ class EditSteps:
 
     def photos(self, batch: dict, batch_idx: int) -> dict:
         """Invert real photos with the optimisation projector, then edit their codes."""
-        from diffedit_lab.models.projector import project
-
-        m = self.module
-        images = batch["image"].to(m.device)
-        size = getattr(m.generator, "output_size", None)
-        if size is not None and tuple(images.shape[-2:]) != tuple(size):
-            images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-        with torch.enable_grad():
-            w = project(
-                m.generator, images, steps=m.cfg.edit.projector_steps, lr=m.cfg.edit.projector_lr, progress=False
-            )
-        recon, edited, _ = m.edit_codes(w)
+        out = self.module.edit_batch(batch)
         return {
             "names": [Path(p).stem for p in batch["path"]],
             "name_format": "photos/{name}_{key}.png",
-            "images": {"input": images, "inverted": recon, "edited": edited},
-            "grid": (recon, edited),
-            "tensors": {"photos/codes": w},
+            "images": {k: out[k] for k in ("input", "inverted", "edited")},
+            "grid": (out["inverted"], out["edited"]),
+            "tensors": {"photos/codes": out["codes"]},
         }
 
 

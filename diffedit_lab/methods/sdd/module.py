@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 class SDDModule(EditingMethod):
     Config = SDDConfig
+    EDIT_STAGE = "edit"
     STAGES = (
         Stage("select", distributed=True, needs=("teacher", "generator")),
         Stage("fit", train=True, needs=("teacher", "generator"), outputs=("mapper.pt",), product="SDD mapper"),
@@ -141,6 +142,24 @@ class SDDModule(EditingMethod):
 
     def synthesize(self, w: torch.Tensor) -> torch.Tensor:
         return self.generator.synthesis(w, noise_mode="const")
+
+    def edit_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Codes (``w``, or ``seed`` through the mapping network) → ``original``/``edited``; photos (``image``) are
+        first inverted by the projector → ``input``/``inverted``/``edited`` (+ the codes, ``codes``)."""
+        if "image" not in batch:
+            before, after, _ = self.edit_codes(self.codes_from_batch(batch))
+            return {"original": before, "edited": after}
+        from diffedit_lab.models.projector import project
+
+        images = batch["image"].to(self.device).float()
+        size = getattr(self.generator, "output_size", None)
+        if size is not None and tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        with torch.enable_grad():
+            w = project(self.generator, images, steps=self.cfg.edit.projector_steps, lr=self.cfg.edit.projector_lr,
+                        progress=False)  # fmt: skip
+        recon, edited, _ = self.edit_codes(w)
+        return {"input": images, "inverted": recon, "edited": edited, "codes": w}
 
     @torch.no_grad()
     def edit_codes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 TABLE_METRICS = ("clip_dir", "identity")
 
 
-def asyrp_node(method: str, prompt: str, overrides: list[str]):
-    """The ``method`` node of ``method=<method> prompt=<prompt> <overrides>`` (inside a running app or not)."""
+def asyrp_node(method: str, prompt: str, overrides: list[str], random_weights: bool = False):
+    """The ``method`` node of ``method=<method> prompt=<prompt> <overrides>`` (inside a running app or not);
+    ``random_weights``: SDFT's own switch, passed on to the nested components (CLIP, ArcFace)."""
     from diffedit_lab.utils.config import compose_nested
 
+    flag = [f"random_weights={str(bool(random_weights)).lower()}"]
     try:
-        return compose_nested([f"method={method}", f"prompt={prompt}", "logger=none", *overrides]).method
+        return compose_nested([f"method={method}", f"prompt={prompt}", "logger=none", *flag, *overrides]).method
     except Exception as exc:  # Hydra's composition errors: one line naming the prompt
         raise UserError(f"method.edit: cannot compose method={method} prompt={prompt}: {exc}") from None
 
@@ -102,7 +104,7 @@ def check(cfg, pre) -> list:
     e = cfg.edit
     doomed = []
     for name in e.prompts:
-        node = asyrp_node(e.method, name, list(e.overrides))
+        node = asyrp_node(e.method, name, list(e.overrides), _random(cfg))
         node = OmegaConf.to_container(node, resolve=True)
         node["prior"] = {"_target_": "diffedit_lab.diffusion.priors.UnconditionalPrior"}  # SDFT's EMA is used
         asyrp = validate(AsyrpConfig, node, "method.edit (Asyrp)")
@@ -111,6 +113,10 @@ def check(cfg, pre) -> list:
         AsyrpModule.check_prior(asyrp, sub, pre.prior_shape(cfg.source))
         doomed += protect_outputs(sub)
     return doomed
+
+
+def _random(cfg) -> bool:
+    return bool((cfg.source or {}).get("random_weights", False))
 
 
 def paper_row(module) -> str | None:
@@ -129,7 +135,7 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     per_prompt: dict[str, dict[str, float]] = {}
     for name in e.prompts:
-        node = asyrp_node(e.method, name, list(e.overrides))
+        node = asyrp_node(e.method, name, list(e.overrides), _random(module.cfg))
         asyrp = AsyrpModule.with_prior(node, prior)
         module.editors[name] = asyrp  # what tests and notebooks inspect
         sub = sub_context(ctx, ctx.run_dir / "edit" / name, CarvedSplits(ctx.datamodule, asyrp.cfg.fit.num_images))

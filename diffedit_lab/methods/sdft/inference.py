@@ -147,37 +147,40 @@ class TranslateSteps:
     def __init__(self, module, settings, seed: int, classifier=None) -> None:
         self.module, self.s, self.seed, self.classifier = module, settings, seed, classifier
 
-    def egsde(self, prior, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """EGSDE in the form ``egsde.form`` (official: EGSDE's DDPM sampler; ddim_post_step: SDEdit + a hook)."""
-        from diffedit_lab.methods.sdft import egsde
-
-        s, e = self.s, self.module.cfg.egsde
-        steps, feats = e.steps or s.steps, self.classifier.features
-        weights = (e.realism_weight, e.faithfulness_weight, e.downsample)
-        if e.form == "official":
-            return egsde.egsde_sample(prior, x, feats, *weights, s.strength, steps, e.repeats, generator=gen)
-        noise = torch.randn(x.shape, generator=gen, device=x.device)
-        guidance = egsde.EGSDEGuidance(prior, x, noise, steps, feats, *weights)
-        return samplers.sdedit(
-            prior, x, strength=s.strength, num_steps=steps, eta=s.eta, generator=gen, step_callback=guidance
-        )
-
     @torch.no_grad()
     def __call__(self, batch: dict, batch_idx: int) -> dict:
         m, s = self.module, self.s
         x = batch["image"].to(m.device).float()
         gen = torch.Generator(m.device).manual_seed(self.seed + batch_idx)
-        prior = m.sampling_prior(ema=s.ema)
-        if s.method == "egsde":
-            y = self.egsde(prior, x, gen)
-        else:
-            y = samplers.sdedit(prior, x, strength=s.strength, num_steps=s.steps, eta=s.eta, generator=gen)
+        y = translate(m, s, x, gen, self.classifier)["translated"]
         names = [Path(p).stem for p in batch["path"]] if "path" in batch else [f"{int(i):05d}" for i in batch["index"]]
         return {
             "names": names,
             "images": {"source": x, "translated": y},
             "metrics": {"paired": (y, x), "fake": y},
         }
+
+
+def translate(module, s, x: torch.Tensor, gen: torch.Generator, classifier=None) -> dict[str, torch.Tensor]:
+    """SDEdit (or EGSDE in the form ``egsde.form``) of source images ``x`` on the EMA (or raw student): the one
+    translation the stage, the eval protocol and the pipeline share."""
+    prior = module.sampling_prior(ema=s.ema)
+    if s.method != "egsde":
+        y = samplers.sdedit(prior, x, strength=s.strength, num_steps=s.steps, eta=s.eta, generator=gen)
+        return {"source": x, "translated": y}
+    from diffedit_lab.methods.sdft import egsde
+
+    e = module.cfg.egsde
+    steps, feats = e.steps or s.steps, classifier.features
+    weights = (e.realism_weight, e.faithfulness_weight, e.downsample)
+    if e.form == "official":
+        y = egsde.egsde_sample(prior, x, feats, *weights, s.strength, steps, e.repeats, generator=gen)
+    else:
+        noise = torch.randn(x.shape, generator=gen, device=x.device)
+        guidance = egsde.EGSDEGuidance(prior, x, noise, steps, feats, *weights)
+        y = samplers.sdedit(prior, x, strength=s.strength, num_steps=steps, eta=s.eta, generator=gen,
+                            step_callback=guidance)  # fmt: skip
+    return {"source": x, "translated": y}
 
 
 def _suite_factory(module, metrics: Sequence[str], n: int):

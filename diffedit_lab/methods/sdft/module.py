@@ -42,6 +42,7 @@ CLASSIFIER = "domain_classifier.pt"  # EGSDE's domain classifier, written by sta
 
 class SDFTModule(EditingMethod):
     Config = SDFTConfig
+    EDIT_STAGE = "translate"
     STAGES = (
         Stage("fit", train=True, needs=("source",), outputs=(EXPORT, EMA_FOLDER), product="SDFT model"),
         Stage("sample", needs=("source",), uses="fit"),
@@ -222,12 +223,22 @@ class SDFTModule(EditingMethod):
         """The trained domain classifier for EGSDE: ``egsde.classifier_weights``, ``<run>/domain_classifier.pt`` or
         ``checkpoints/train_classifier/last.ckpt``."""
         if self._frozen.get("classifier") is None:
-            path = self.trained_weights_path(ctx, "train_classifier")
-            clf = self.new_classifier()
-            load_state_into(clf, load_weights(path, "EGSDE domain classifier"), path, "EGSDE domain classifier",
-                            prefix="classifier." if path.suffix == ".ckpt" else "")  # fmt: skip
-            self._frozen["classifier"] = clf.eval().requires_grad_(False)
+            self.load_trained(self.trained_weights_path(ctx, "train_classifier"), "train_classifier")
         return self._frozen["classifier"].to(self.device)
+
+    @classmethod
+    def pipeline_stages(cls, cfg: SDFTConfig) -> tuple[str, ...]:
+        return ("fit", "train_classifier") if cfg.translate.method == "egsde" else ("fit",)
+
+    @torch.no_grad()
+    def edit_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Source-domain images → ``source``/``translated`` by ``translate.method`` (SDEdit or EGSDE) on the EMA."""
+        s = self.cfg.translate
+        classifier = self._frozen.get("classifier") if s.method == "egsde" else None
+        if s.method == "egsde" and classifier is None:
+            raise UserError("EGSDE translation needs the domain classifier: load it first (load_trained)")
+        gen = generator or torch.Generator(self.device).manual_seed(s.seed)
+        return inference.translate(self, s, batch["image"].to(self.device).float(), gen, classifier)
 
     def stage_translate(self, ctx: StageContext) -> dict[str, float] | None:
         return inference.run_translate(self, ctx)
@@ -252,6 +263,13 @@ class SDFTModule(EditingMethod):
 
     def load_trained(self, path: Path, train_stage: str = "fit") -> None:
         self.build_networks()
+        if train_stage == "train_classifier":
+            clf, what = self.new_classifier(), "EGSDE domain classifier"
+            load_state_into(
+                clf, load_weights(path, what), path, what, prefix="classifier." if path.suffix == ".ckpt" else ""
+            )
+            self._frozen["classifier"] = clf.eval().requires_grad_(False)
+            return
         load_state_into(self, load_weights(path, "SDFT model"), path, "SDFT model (method.source's architecture)")
 
     # --- training ---------------------------------------------------------------------------------------------
