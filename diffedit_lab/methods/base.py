@@ -60,9 +60,19 @@ class EditingMethod(LightningModule):
         """Validate ``node`` against ``cls.Config`` (one-line errors, nothing built yet), then construct."""
         return cls(validate(cls.Config, node, "method") if cls.Config is not None else node)
 
+    @staticmethod
+    def scores_folder(stage: Stage, cfg: Any) -> bool:
+        """``eval`` with ``eval.folder.pred`` set scores two folders of images: no network, no trained weights."""
+        folder = getattr(getattr(cfg, "eval", None), "folder", None)
+        return stage.name == "eval" and bool(getattr(folder, "pred", None))
+
     @classmethod
     def stage_needs(cls, stage: Stage, cfg: Any) -> tuple[str, ...]:
-        """The component keys whose weight files ``stage`` loads with this config (checked at start-up)."""
+        """The component keys whose weight files ``stage`` loads with this config (checked at start-up); scoring a
+        folder needs only CLIP, for the text metrics."""
+        if cls.scores_folder(stage, cfg):
+            text = {"clip_dir", "clip_score"} & set(cfg.eval.folder.metrics)
+            return ("clip",) if text and getattr(cfg, "clip", None) else ()
         return stage.needs
 
     @classmethod
@@ -95,8 +105,9 @@ class EditingMethod(LightningModule):
 
     @classmethod
     def stage_uses(cls, stage: Stage, cfg: Any) -> str | None:
-        """The training stage whose product ``stage`` loads with this config (default: ``Stage.uses``)."""
-        return stage.uses
+        """The training stage whose product ``stage`` loads with this config (default: ``Stage.uses``; none when
+        ``eval`` scores a folder)."""
+        return None if cls.scores_folder(stage, cfg) else stage.uses
 
     @classmethod
     def trained_file(cls, cfg: Any, run_dir: Path, ckpt_path: str | None, train_stage: str) -> Path:
@@ -290,39 +301,49 @@ class EditingMethod(LightningModule):
         (the same lookup as the start-up check: ``method.<weights_key>``, ``ckpt_path``, the run dir's export)."""
         return self.trained_file(self.cfg, ctx.run_dir, ctx.ckpt_path, train_stage)
 
+    # --- metrics --------------------------------------------------------------------------------------------
+    def metric_suite(self, metrics: Sequence[str], e: Any, n: int | None = None, text: bool = True) -> Callable:
+        """The one way a stage builds its metric suite: a factory (called inside the predict loop, on the right
+        device) of the :class:`MetricSuite` of ``metrics`` with the FID/LPIPS settings of ``e`` (an
+        ``EditEvalConfig``-like node), the method's CLIP (text metrics, ``prompt.source_text → prompt.text`` when
+        ``text``) and identity network (dropped with a warning when its weights are absent), and a KID subset no
+        larger than the ``n`` images scored."""
+        from diffedit_lab.evaluation.suite import ALL_METRICS, MetricSuite
+
+        wanted = [m for m in metrics if m in ALL_METRICS]  # method-own scalars (latent_l2, eps_mse) are not suite's
+        if "identity" in wanted and self.identity is None:
+            wanted.remove("identity")
+        p = getattr(self.cfg, "prompt", None)
+        kid = int(getattr(e, "kid_subset_size", 1000) or 1000)
+        kid = max(2, min(kid, int(n))) if n else kid
+        uses_clip = bool({"clip_dir", "clip_score"} & set(wanted))
+        return lambda: MetricSuite(
+            wanted,
+            fid_feature=e.fid_feature,
+            fid_weights_path=e.fid_weights_path,
+            lpips_backbone_path=getattr(e, "lpips_backbone_path", None),
+            kid_subset_size=kid,
+            clip=(lambda: self.clip) if uses_clip else None,
+            src_text=(p.source_text or None) if p is not None and text else None,
+            tgt_text=(p.text or None) if p is not None and text else None,
+            identity_encoder=(lambda: self.identity) if "identity" in wanted else None,
+        )
+
     # --- evaluation of any folders ------------------------------------------------------------------------
-    def evaluate_folder(
-        self,
-        ctx: StageContext,
-        folder_cfg,
-        clip=None,
-        identity=None,
-        src_text: str | None = None,
-        tgt_text: str | None = None,
-    ) -> dict[str, float]:
-        """``stage=eval`` on any outputs: score ``folder.pred`` against ``folder.ref`` (paired when names match).
+    def evaluate_folder(self, ctx: StageContext, folder_cfg) -> dict[str, float]:
+        """``stage=eval`` on any outputs: score ``folder.pred`` against ``folder.ref`` (paired when names match),
+        with the method's suite (:meth:`metric_suite`: its CLIP and prompt texts, its identity network).
 
         Works for images made by any tool, so results of other methods can be scored with the same metrics.
         """
         from diffedit_lab.evaluation.folder_eval import evaluate_folders
-        from diffedit_lab.evaluation.suite import MetricSuite
 
         if not folder_cfg.ref:
             raise UserError("eval.folder.pred is set but eval.folder.ref is not: give the reference/source folder")
-        suite = MetricSuite(
-            list(folder_cfg.metrics),
-            fid_feature=folder_cfg.fid_feature,
-            fid_weights_path=folder_cfg.fid_weights_path,
-            lpips_backbone_path=folder_cfg.lpips_backbone_path,
-            clip=clip,
-            src_text=src_text,
-            tgt_text=tgt_text,
-            identity_encoder=identity,
-        )
         result = evaluate_folders(
             folder_cfg.pred,
             folder_cfg.ref,
-            suite,
+            self.metric_suite(folder_cfg.metrics, folder_cfg)(),
             resolution=folder_cfg.resolution,
             batch_size=int(folder_cfg.batch_size),
             device=ctx.device,

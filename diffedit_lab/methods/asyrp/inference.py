@@ -54,33 +54,12 @@ class EditStep:
         return {"names": names, "images": images, "metrics": metrics}
 
 
-def _suite(module, n: int):
-    from diffedit_lab.evaluation.suite import MetricSuite
-
-    e, p = module.cfg.eval, module.cfg.prompt
-    wanted = list(e.metrics)
-    if "identity" in wanted and module.identity is None:
-        wanted.remove("identity")
-    uses_clip = "clip_dir" in wanted or "clip_score" in wanted
-    return lambda: MetricSuite(
-        wanted,
-        fid_feature=e.fid_feature,
-        fid_weights_path=e.fid_weights_path,
-        lpips_backbone_path=e.lpips_backbone_path,
-        kid_subset_size=max(2, min(1000, n)),
-        clip=(lambda: module.clip) if uses_clip else None,
-        src_text=p.source_text,
-        tgt_text=p.text,
-        identity_encoder=(lambda: module.identity) if "identity" in wanted else None,
-    )
-
-
 def run_edit(module, ctx: StageContext) -> dict[str, float]:
     e = module.cfg.edit
     loader = images_loader(module, ctx, e.max_images, e.batch_size)
     writer = ImageWriter(ctx.run_dir / "edit", grid_keys=("source", "edited"), grid_columns=e.grid_columns,
                          grid_max=e.grid_max, log_key="edit/before_after")  # fmt: skip
-    scorer = MetricsCallback(_suite(module, len(loader.dataset)), prefix="edit")
+    scorer = MetricsCallback(module.metric_suite(module.cfg.eval.metrics, module.cfg.eval, len(loader.dataset)), "edit")
     module.run_predict(ctx, loader, EditStep(module, write=True), callbacks=[writer, scorer])
     metrics = {**scorer.result, "edit/num_images": float(writer.count)}
     ctx.write_metrics(metrics)
@@ -91,7 +70,7 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
 def run_eval(module, ctx: StageContext) -> dict[str, float]:
     e = module.cfg.eval
     loader = images_loader(module, ctx, e.max_images, e.batch_size)
-    scorer = MetricsCallback(_suite(module, len(loader.dataset)), prefix="eval")
+    scorer = MetricsCallback(module.metric_suite(e.metrics, e, len(loader.dataset)), "eval")
     module.run_predict(ctx, loader, EditStep(module, write=False), callbacks=[scorer])
     metrics = {**scorer.result, "eval/num_images": float(len(loader.dataset))}
     ctx.write_metrics(metrics)

@@ -59,15 +59,9 @@ class AsyrpModule(EditingMethod):
 
     @classmethod
     def stage_needs(cls, stage: Stage, cfg: AsyrpConfig) -> tuple[str, ...]:
-        if stage.name == "eval" and cfg.eval.folder.pred:
-            return ("clip",)  # scoring folders builds no diffusion model
         if stage.name == "edit" and {"clip_dir", "clip_score"} & set(cfg.eval.metrics):
             return ("prior", "clip")  # edit also reports the metrics of what it wrote
-        return stage.needs
-
-    @classmethod
-    def stage_uses(cls, stage: Stage, cfg: AsyrpConfig) -> str | None:
-        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
+        return super().stage_needs(stage, cfg)
 
     @classmethod
     def check_fit(cls, cfg: AsyrpConfig, pre: Preflight) -> None:
@@ -222,11 +216,8 @@ class AsyrpModule(EditingMethod):
         return inference.run_edit(self, ctx)
 
     def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
-        p = self.cfg.prompt
         if self.cfg.eval.folder.pred:
-            self.evaluate_folder(ctx, self.cfg.eval.folder, clip=lambda: self.clip, identity=lambda: self.identity,
-                                 src_text=p.source_text, tgt_text=p.text)  # fmt: skip
-            return
+            return self.evaluate_folder(ctx, self.cfg.eval.folder)
         self.ensure_trained(ctx)
         return inference.run_eval(self, ctx)
 

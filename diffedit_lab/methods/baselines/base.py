@@ -30,12 +30,6 @@ class ImageEditBaseline(EditingMethod):
     EDIT_STAGE = "edit"
     ANY_PROMPT = True  # a pipeline may edit toward any text (nothing was trained for one prompt)
 
-    @classmethod
-    def stage_needs(cls, stage: Stage, cfg) -> tuple[str, ...]:
-        if stage.name == "eval" and cfg.eval.folder.pred:
-            return ("clip",)
-        return stage.needs
-
     # --- components -------------------------------------------------------------------------------------------
     @property
     def teacher(self):
@@ -106,32 +100,12 @@ class ImageEditBaseline(EditingMethod):
         ctx.write_metrics(metrics)
 
     def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
-        from diffedit_lab.evaluation.suite import MetricSuite
 
-        e, p = self.cfg.eval, self.cfg.prompt
+        e = self.cfg.eval
         if e.folder.pred:
-            self.evaluate_folder(ctx, e.folder, clip=lambda: self.clip, identity=lambda: self.identity,
-                                 src_text=p.source_text, tgt_text=p.text)  # fmt: skip
-            return
-        wanted = list(e.metrics)
-        if "identity" in wanted and self.identity is None:
-            wanted.remove("identity")
-
-        def make_suite() -> MetricSuite:
-            return MetricSuite(
-                wanted,
-                fid_feature=e.fid_feature,
-                fid_weights_path=e.fid_weights_path,
-                lpips_backbone_path=e.lpips_backbone_path,
-                kid_subset_size=min(1000, int(e.max_images or 1000)),
-                clip=(lambda: self.clip) if "clip_dir" in wanted or "clip_score" in wanted else None,
-                src_text=p.source_text,
-                tgt_text=p.text,
-                identity_encoder=(lambda: self.identity) if "identity" in wanted else None,
-            )
-
-        scorer = MetricsCallback(make_suite, prefix="eval")
+            return self.evaluate_folder(ctx, e.folder)
         loader = self._loader(ctx, e.max_images, e.batch_size)
+        scorer = MetricsCallback(self.metric_suite(e.metrics, e, len(loader.dataset)), prefix="eval")
         self.run_predict(ctx, loader, self._step(with_metrics=True), callbacks=[scorer])
         metrics = {**scorer.result, "eval/num_images": float(len(loader.dataset))}
         log.info("%s eval: %s", self.cfg.name, {k: round(v, 5) for k, v in metrics.items()})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -59,25 +58,6 @@ class KeyedMetrics(MetricsCallback):
 
     def _feed(self, pl_module, outputs) -> None:
         super()._feed(pl_module, {"metrics": (outputs or {}).get(self.key)})
-
-
-def _suite(module, metrics: Sequence[str], n: int, with_text: bool = False):
-    from diffedit_lab.evaluation.suite import MetricSuite
-
-    e, p = module.cfg.eval, module.cfg.prompt
-    clip = module.clip if with_text and any(m in ("clip_dir", "clip_score") for m in metrics) else None
-    identity = module.optional_identity(module.cfg.identity) if "identity" in metrics else None
-    return lambda: MetricSuite(
-        [m for m in metrics if m != EPS_MSE],
-        fid_feature=e.fid_feature,
-        fid_weights_path=e.fid_weights_path,
-        lpips_backbone_path=e.lpips_backbone_path,
-        kid_subset_size=max(2, min(e.kid_subset_size, n)),
-        clip=clip,
-        src_text=p.source_text or None,
-        tgt_text=p.text or None,
-        identity_encoder=identity,
-    )
 
 
 @torch.no_grad()
@@ -133,9 +113,15 @@ def run_reconstruct(module, ctx: StageContext) -> dict[str, float]:
     keys = ("input", "rectified", "base") if r.base else ("input", "rectified")
     writer = ImageWriter(out, grid_keys=("input", "rectified"), grid_columns=r.grid_columns, grid_max=r.grid_max,
                          log_key="reconstruct/grid")  # fmt: skip
-    scorers = {"rectified": KeyedMetrics(_suite(module, r.metrics, n), "reconstruct/rectified", "rectified")}
+    scorers = {
+        "rectified": KeyedMetrics(
+            module.metric_suite(r.metrics, module.cfg.eval, n, text=False), "reconstruct/rectified", "rectified"
+        )
+    }
     if r.base:
-        scorers["base"] = KeyedMetrics(_suite(module, r.metrics, n), "reconstruct/base", "base")
+        scorers["base"] = KeyedMetrics(
+            module.metric_suite(r.metrics, module.cfg.eval, n, text=False), "reconstruct/base", "base"
+        )
     grid = ddim_timesteps(module.base, r.steps)
     module.rectifier.eval()
 
@@ -173,7 +159,7 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
     out = ctx.run_dir / "edit"
     writer = ImageWriter(out, grid_keys=("source", "edited"), grid_columns=s.grid_columns, grid_max=s.grid_max,
                          log_key="edit/grid")  # fmt: skip
-    scorer = MetricsCallback(_suite(module, s.metrics, n, with_text=True), "edit")
+    scorer = MetricsCallback(module.metric_suite(s.metrics, module.cfg.eval, n), "edit")
     module.rectifier.eval()
     module.editor.eval()
 
@@ -213,9 +199,4 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
                 "method.eval.folder.pred=<edited> method.eval.folder.ref=<sources>"
             )
         folder = dataclasses.replace(folder, pred=str(pred), ref=str(ref))
-    metrics = list(folder.metrics)
-    clip = module.clip if any(m in ("clip_dir", "clip_score") for m in metrics) else None
-    identity = module.optional_identity(module.cfg.identity) if "identity" in metrics else None
-    p = module.cfg.prompt
-    return module.evaluate_folder(ctx, folder, clip=clip, identity=identity, src_text=p.source_text or None,
-                                  tgt_text=p.text or None)  # fmt: skip
+    return module.evaluate_folder(ctx, folder)

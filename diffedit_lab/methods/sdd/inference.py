@@ -96,37 +96,14 @@ def _empty_suite():
 
 
 def run_eval(module, ctx: StageContext) -> dict[str, float]:
-    from diffedit_lab.evaluation.suite import MetricSuite
 
     e = module.cfg.eval
-    text, source = module.cfg.prompt.text, module.cfg.prompt.source_text
     if e.folder.pred:
-        return module.evaluate_folder(
-            ctx,
-            e.folder,
-            clip=(lambda: module.clip) if "clip_dir" in e.folder.metrics else None,
-            identity=(lambda: module.identity) if "identity" in e.folder.metrics else None,
-            src_text=source,
-            tgt_text=text,
-        )
+        return module.evaluate_folder(ctx, e.folder)
     module.ensure_trained(ctx)
     module.to(ctx.device)
-    wanted = [m for m in e.metrics if m != "latent_l2"]
-    if "identity" in wanted and module.identity is None:
-        wanted.remove("identity")
-
-    def make_suite() -> MetricSuite:
-        return MetricSuite(
-            wanted,
-            fid_feature=e.fid_feature,
-            fid_weights_path=e.fid_weights_path,
-            kid_subset_size=min(1000, int(e.max_images or 1000)),
-            clip=(lambda: module.clip) if "clip_dir" in wanted else None,
-            src_text=source,
-            tgt_text=text,
-            identity_encoder=(lambda: module.identity) if "identity" in wanted else None,
-        )
-
+    loader = test_loader(ctx, e.max_images, e.batch_size)
+    make_suite = module.metric_suite(e.metrics, e, len(loader.dataset))
     feed = (
         (lambda suite, device: _feed_reference(module, suite, Path(e.reference_dir), device))
         if e.reference_dir
@@ -145,7 +122,6 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
             metrics["scalars"]["latent_l2"] = ((w_edit - w) ** 2).mean(dim=(1, 2))
         return {"metrics": metrics}
 
-    loader = test_loader(ctx, e.max_images, e.batch_size)
     module.run_predict(ctx, loader, step, callbacks=[scorer])
     metrics = dict(scorer.result)
     metrics["eval/num_images"] = float(len(loader.dataset))

@@ -46,16 +46,6 @@ class SDDModule(EditingMethod):
     )
 
     @classmethod
-    def stage_needs(cls, stage: Stage, cfg: SDDConfig) -> tuple[str, ...]:
-        if stage.name == "eval" and cfg.eval.folder.pred:
-            return ("clip",)  # scoring a folder of images renders nothing
-        return stage.needs
-
-    @classmethod
-    def stage_uses(cls, stage: Stage, cfg: SDDConfig) -> str | None:
-        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
-
-    @classmethod
     def check_select(cls, cfg: SDDConfig, pre: Preflight) -> None:
         """The scanned timesteps exist for the teacher (its T, read from its scheduler config, no weights)."""
         shape = pre.prior_shape(cfg.teacher)

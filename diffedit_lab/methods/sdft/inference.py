@@ -117,7 +117,7 @@ def sample_quality_monitor(module, ctx: StageContext):
         return _generate(module, module.sampling_prior(ema=s.ema), seeds, settings)
 
     return SampleQualityMonitor(
-        _suite_factory(module, f.fid_metrics, f.fid_images),
+        module.metric_suite(f.fid_metrics, module.cfg.eval, f.fid_images),
         generate,
         feed_target(module, ctx),
         every=f.fid_every,
@@ -183,19 +183,6 @@ def translate(module, s, x: torch.Tensor, gen: torch.Generator, classifier=None)
     return {"source": x, "translated": y}
 
 
-def _suite_factory(module, metrics: Sequence[str], n: int):
-    from diffedit_lab.evaluation.suite import MetricSuite
-
-    e = module.cfg.eval
-    return lambda: MetricSuite(
-        list(metrics),
-        fid_feature=e.fid_feature,
-        fid_weights_path=e.fid_weights_path,
-        lpips_backbone_path=e.lpips_backbone_path,
-        kid_subset_size=max(2, min(e.kid_subset_size, n)),
-    )
-
-
 def feed_target(module, ctx: StageContext):
     """``feed_real`` for :class:`MetricsCallback`: the whole target split (``eval.target_split``) as real images —
     of ``eval.target`` when set (e.g. the whole AAHQ while training on a subset), else of the training data."""
@@ -233,7 +220,9 @@ def translate_and_score(
 
     s = module.cfg.translate if method is None else replace(module.cfg.translate, method=method)
     loader = source_loader(module, limit, s.batch_size)
-    scorer = MetricsCallback(_suite_factory(module, metrics, len(loader.dataset)), prefix, feed_target(module, ctx))
+    scorer = MetricsCallback(
+        module.metric_suite(metrics, module.cfg.eval, len(loader.dataset)), prefix, feed_target(module, ctx)
+    )
     classifier = module.domain_classifier(ctx) if s.method == "egsde" else None
     steps = TranslateSteps(module, s, s.seed, classifier)
     module.run_predict(ctx, loader, steps, callbacks=[*writers, scorer])
@@ -267,7 +256,7 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if e.generation_images and e.generation_metrics:
         loader = DataLoader(SeedDataset(e.generation_images, e.seed), batch_size=s.batch_size, shuffle=False)
-        suite = _suite_factory(module, e.generation_metrics, e.generation_images)
+        suite = module.metric_suite(e.generation_metrics, module.cfg.eval, e.generation_images)
         scorer = MetricsCallback(suite, "eval/generation", feed_target(module, ctx))
 
         @torch.no_grad()
@@ -278,7 +267,7 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
         metrics |= scorer.result
     if e.pair_images and e.pair_metrics:
         loader = DataLoader(SeedDataset(e.pair_images, e.seed), batch_size=s.batch_size, shuffle=False)
-        scorer = MetricsCallback(_suite_factory(module, e.pair_metrics, e.pair_images), "eval/pairs")
+        scorer = MetricsCallback(module.metric_suite(e.pair_metrics, module.cfg.eval, e.pair_images), "eval/pairs")
 
         @torch.no_grad()
         def pairs(batch: dict, batch_idx: int) -> dict:

@@ -61,16 +61,6 @@ class SDFTModule(EditingMethod):
     )
 
     @classmethod
-    def stage_needs(cls, stage: Stage, cfg: SDFTConfig) -> tuple[str, ...]:
-        if stage.name == "eval" and cfg.eval.folder.pred:
-            return ()  # scoring a folder of images builds no network
-        return stage.needs
-
-    @classmethod
-    def stage_uses(cls, stage: Stage, cfg: SDFTConfig) -> str | None:
-        return None if stage.name == "eval" and cfg.eval.folder.pred else stage.uses
-
-    @classmethod
     def needs_classifier(cls, cfg: SDFTConfig, pre: Preflight) -> bool:
         return (pre.runs("translate") and cfg.translate.method == "egsde") or (
             pre.runs("eval") and "egsde" in cfg.eval.translation_methods and cfg.eval.translation_images > 0
