@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from diffedit_lab.utils.io import save_images
 from diffedit_lab.utils.loggers import log_image_file
@@ -28,9 +28,10 @@ def before_after_grid(before: torch.Tensor, after: torch.Tensor, columns: int) -
     return make_grid(tiles, nrow=columns, padding=2, pad_value=1.0)
 
 
-class ImageWriter(Callback):
-    """Saves every predicted image; keeps up to ``grid_max`` (``grid_keys[0]``, ``grid_keys[1]``) pairs for
-    ``<out_dir>/grid.png`` (written, and sent to the loggers as ``log_key``, at the end of each predict loop)."""
+class ImageWriter(BasePredictionWriter):
+    """Lightning's prediction writer (``write_interval="batch"``) that saves every predicted image; keeps up to
+    ``grid_max`` (``grid_keys[0]``, ``grid_keys[1]``) pairs for ``<out_dir>/grid.png`` (written, and sent to the
+    loggers as ``log_key``, at the end of each predict loop)."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class ImageWriter(Callback):
         grid_max: int = 32,
         log_key: str | None = None,
     ) -> None:
+        super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.name_format = name_format
         self.grid_keys = grid_keys
@@ -50,7 +52,9 @@ class ImageWriter(Callback):
         self.count = 0
         self._grid: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if not outputs:
             return
         names = outputs["names"]

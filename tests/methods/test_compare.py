@@ -35,15 +35,15 @@ def _metrics(run_dir) -> dict[str, float]:
 
 def test_entries_declare_how_their_method_is_driven(compose_compare, tmp_path):
     """Image caps, stages, weights and resolution come from each entry's declaration (SDD: the defaults)."""
-    from diffedit_lab.methods.compare import CompareMethod
-    from diffedit_lab.methods.compare.config import CompareConfig
+    from diffedit_lab.compare import Comparison
+    from diffedit_lab.compare.config import CompareConfig
     from diffedit_lab.utils.schema import validate
 
     def overrides(*cfg_overrides: str) -> dict[str, list[str]]:
         cfg = validate(CompareConfig, compose_compare(*cfg_overrides).method, "method")
         return {
-            "sdd": CompareMethod.entry_overrides(cfg, "sdd", tmp_path, None),
-            "rectifier": CompareMethod.entry_overrides(cfg, "rectifier", tmp_path, tmp_path),
+            "sdd": Comparison.entry_overrides(cfg, "sdd", tmp_path, None),
+            "rectifier": Comparison.entry_overrides(cfg, "rectifier", tmp_path, tmp_path),
         }
 
     trained = overrides("method.entries.sdd.weights=/w/m.pt", "method.entries.rectifier.weights=/w/r.pt",

@@ -1,4 +1,5 @@
-"""Every editing method on the same images: each entry runs as a nested run of the same runner, then one table.
+"""Every editing method on the same images — an orchestrator ABOVE the runner, not a method: each entry is a
+nested ``run`` of the runner (composed, then checked by ``prepare`` before the first entry starts), then one table.
 
 Generator mode (``method.folder=null``): the source entry (SDD) runs first; the images it edited (SDD:
 ``edit/original/*.png``, the generator's test images) become ``data=folder`` for every other entry, so SDEdit,
@@ -16,13 +17,14 @@ import json
 import logging
 from pathlib import Path
 
-from diffedit_lab.methods.base import EditingMethod
-from diffedit_lab.methods.compare import report
-from diffedit_lab.methods.compare.config import CompareConfig
+from diffedit_lab.compare import report
+from diffedit_lab.compare.config import CompareConfig
 from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.run import prepare, run
 from diffedit_lab.utils.config import compose_nested
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.schema import validate
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,28 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class CompareMethod(EditingMethod):
+class Comparison:
+    """The runner's task protocol (``Config``, ``STAGES``, ``check_stages``, ``run_stage``) without being a
+    LightningModule: it trains nothing itself; its one stage runs the entries through :func:`diffedit_lab.run.run`."""
+
     Config = CompareConfig
     STAGES = (Stage("compare"),)
+
+    def __init__(self, cfg: CompareConfig) -> None:
+        self.cfg = cfg if isinstance(cfg, CompareConfig) else validate(CompareConfig, cfg, "method")
+
+    @classmethod
+    def stage_needs(cls, stage: Stage, cfg: CompareConfig) -> tuple[str, ...]:
+        return ()  # the entries' components are checked by their own prepare()
+
+    @classmethod
+    def check_stages(cls, cfg: CompareConfig, pre: Preflight) -> list[Path]:
+        cls.check_compare(cfg, pre)
+        return []  # the entries move their own finished outputs aside (overwrite=true is passed on)
+
+    def run_stage(self, stage: Stage, ctx: StageContext) -> dict[str, float]:
+        log.info("stage %s", stage.name)
+        return self.stage_compare(ctx)
 
     @classmethod
     def entry_overrides(
@@ -72,8 +93,6 @@ class CompareMethod(EditingMethod):
         """Every entry composed and checked as its own run would be (its method exists, its config validates, its
         weight files exist and are whole, its stages' checks pass) before the first entry runs. In generator mode
         the other entries' images come from the source entry: their data is checked when that entry has run."""
-        from diffedit_lab.run import prepare
-
         folder = Path(cfg.folder).expanduser() if cfg.folder else None
         for name in cls.entry_order(cfg):
             produced = folder is None and name != cfg.source_entry
@@ -88,8 +107,6 @@ class CompareMethod(EditingMethod):
                 raise UserError(f"compare entry '{name}' (method={cfg.entries[name].method}): {first}") from None
 
     def run_entry(self, name: str, ctx: StageContext, sources: Path | None) -> dict[str, float]:
-        from diffedit_lab.run import run
-
         entry = self.cfg.entries[name]
         overrides = self.entry_overrides(self.cfg, name, ctx.run_dir, sources, ctx.overwrite)
         log.info("compare: %s ← python -m diffedit_lab %s", name, " ".join(overrides))
@@ -99,7 +116,7 @@ class CompareMethod(EditingMethod):
             raise UserError(f"compare entry '{name}' (method={entry.method}): {exc}") from None
         return result.metrics
 
-    def stage_compare(self, ctx: StageContext) -> dict[str, float] | None:
+    def stage_compare(self, ctx: StageContext) -> dict[str, float]:
         c = self.cfg
         sources: Path | None = Path(c.folder).expanduser() if c.folder else None
         rows = []
@@ -122,3 +139,4 @@ class CompareMethod(EditingMethod):
         ctx.write_metrics(flat)
         (ctx.run_dir / "comparison.json").write_text(json.dumps(rows, indent=2, default=str))
         log.info("compare: %s", table)
+        return flat
