@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from experiments.bench.flops import measure as measure_flops
 from experiments.bench.harness import (
     SEED,
     Bench,
@@ -36,6 +37,7 @@ from experiments.bench.harness import (
     environment,
     parse_args,
     print_table,
+    retain_cpu_memory,
     write_results,
 )
 from experiments.bench.models import build_generator_and_mapper, build_sd, build_uncond
@@ -47,21 +49,39 @@ RATIOS = {  # name -> (numerator entry, denominator entry)
     "sdedit_over_sdd_edit": ("edit.sdedit", "edit.sdd"),
     "sdd_framework_over_bare_step": ("train.sdd_step.framework", "train.sdd_step.bare"),
     "sdd_trainer_over_bare_step": ("train.sdd_step.trainer", "train.sdd_step.bare"),
-    "sdft_over_naive_step": ("train.sdft_step", "train.naive_step"),
+    "sdft_joint_over_naive_step": ("train.sdft_step.joint", "train.naive_step"),
+    "sdft_separate_over_naive_step": ("train.sdft_step.separate", "train.naive_step"),
     "rectifier_grouped_over_plain": ("rectifier.forward.grouped", "rectifier.plain_forward"),
     "rectifier_vmap_over_plain": ("rectifier.forward.vmap", "rectifier.plain_forward"),
     "rectifier_step_over_plain": ("rectifier.step.grouped", "rectifier.plain_forward"),
 }
+AUTO_SDFT = "sdft_over_naive_step"  # the SDFT step in the mode `loss.student_batching: auto` picks on that device
+CPU_REAL = dict(  # real sizes on the CPU (`--sizes real` without a GPU): batches and timed calls per suite
+    sdft_batches=(1, 2), sdft_repeats=3, rectifier_batch=2, rectifier_repeats=3, sdd_batch=1, sdd_repeats=2, warmup=1
+)
 
 
-def ratios(bench: Bench, sizes: list[str]) -> dict[str, dict[str, float]]:
-    """Per ratio and size: median(numerator) / median(denominator), where both were measured."""
-    out: dict[str, dict[str, float]] = {name: {} for name in RATIOS}
+def ratios(bench: Bench, sizes: list[str], stat: str = "median_ms") -> dict[str, dict[str, float]]:
+    """Per ratio and size: median (``stat="min_ms"``: minimum) of the numerator over that of the denominator at
+    the same batch, where both were measured. Key: the size; ``<size>/b<batch>`` for a further batch of it."""
+    from diffedit_lab.methods.sdft.losses import joint_batches
+
+    out: dict[str, dict[str, float]] = {name: {} for name in (*RATIOS, AUTO_SDFT)}
     for name, (num, den) in RATIOS.items():
         for size in sizes:
-            a, b = bench.median(num, size), bench.median(den, size)
-            if a and b:
-                out[name][size] = a / b
+            batches = list(
+                dict.fromkeys(e.get("batch") for e in bench.entries if (e["name"], e["size"]) == (num, size))
+            )
+            for i, batch in enumerate(batches):
+                a, b = bench.median(num, size, batch, stat), bench.median(den, size, batch, stat)
+                if a and b:
+                    key = size if i == 0 else f"{size}/b{batch}"
+                    out[name][key] = a / b
+                    if name.startswith("sdft_"):
+                        on = "cpu" if bench.entry(num, size, batch)["device"].startswith("cpu") else "cuda"
+                        mode = "joint" if joint_batches("auto", torch.device(on)) else "separate"
+                        if name == f"sdft_{mode}_over_naive_step":
+                            out[AUTO_SDFT][key] = a / b
     return out
 
 
@@ -73,9 +93,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
-    # real sizes: every suite on CUDA; without a GPU only the per-image edit latency of every method (fp32, CPU)
+    # real sizes: every suite on CUDA; without a GPU (`--sizes real`) the per-image edit latency of every method,
+    # the FLOP throughput of each network, and the step ratios (SDFT, Rectifier, SDD) at reduced batch (fp32, CPU)
     cpu_real = args.sizes == "real" and not cuda
     sizes = {"tiny": ["tiny"], "real": ["real"] * cuda, "all": ["tiny"] + ["real"] * cuda}[args.sizes]
+    malloc = None
+    if cpu_real and args.cpu_malloc == "retain":
+        malloc = retain_cpu_memory()  # before anything large is allocated (harness.retain_cpu_memory)
 
     bench = Bench(args.repeats, args.warmup)
     results: dict[str, Any] = {
@@ -91,6 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "skipped": [] if cuda or args.sizes == "tiny" else ["real fp16 suites: no CUDA device visible"],
     }
+    if cpu_real:
+        results["settings"]["cpu_real"] = dict(CPU_REAL, cpu_malloc=malloc or "default")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="diffedit_bench_") as tmp:
         for size in sizes:
@@ -106,10 +132,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if size == "tiny":
                 results["train_check"] = bench_train(bench, device, Path(tmp))
                 bench_trainer(bench, device, Path(tmp))
+            else:
+                results["train_check_real"] = bench_train(bench, device, Path(tmp), "real")
             results.setdefault("sdft", {})[size] = bench_sdft(bench, size, device)
             results.setdefault("rectifier", {})[size] = bench_rectifier(bench, size, device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            flops_time = {"tiny": 0.05, "real": 1.0}[size]  # seconds each path is timed for at least
+            results.setdefault("flops", {})[size] = measure_flops(size, device, args.repeats, flops_time)
         if "real" in sizes or cpu_real:  # edit latency per image of every method at real size, ratios to SDD
             from experiments.bench.latency import measure as measure_latency
             from experiments.bench.latency import print_latency
@@ -119,10 +149,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 torch.set_num_threads(os.cpu_count() or 1)  # real-size convolutions use every core
             results["latency"] = measure_latency(Bench(min(args.repeats, 3), 1), device)
             print_latency(results["latency"])
+        if cpu_real:
+            cpu_real_suites(bench, results, Path(tmp), min(args.repeats, 3))
 
-    results.update(measurements=bench.entries, ratios=ratios(bench, sizes), total_seconds=time.perf_counter() - t_start)
+    sizes_measured = sizes + ["real"] * cpu_real
+    results.update(
+        measurements=bench.entries,
+        ratios=ratios(bench, sizes_measured),
+        ratios_min=ratios(bench, sizes_measured, "min_ms"),  # the least contended call of each: a shared machine
+        total_seconds=time.perf_counter() - t_start,
+    )
     results["env"]["torch_num_threads"] = torch.get_num_threads()
     return results
+
+
+def cpu_real_suites(bench: Bench, results: dict[str, Any], work_dir: Path, repeats: int) -> None:
+    """The real-size suites without a GPU, the same code as on CUDA at reduced batch (``CPU_REAL``), fp32, every
+    core: FLOP throughput, the Rectifier's forward (batch 2, grouped), the SDFT step in both batching modes
+    (batch 1 with its parts, batch 2), the SDD training step through the framework vs bare (batch 1)."""
+    c, cpu = CPU_REAL, torch.device("cpu")
+    print("[real on cpu: FLOP throughput, Rectifier, SDFT, SDD step]", flush=True)
+    results.setdefault("flops", {})["real"] = measure_flops("real", cpu, repeats=repeats)
+    results.setdefault("rectifier", {})["real"] = bench_rectifier(
+        bench, "real", cpu, c["rectifier_batch"], ("grouped",), c["rectifier_repeats"], c["warmup"]
+    )
+    for i, b in enumerate(c["sdft_batches"]):
+        info = bench_sdft(bench, "real", cpu, b, parts=i == 0, repeats=c["sdft_repeats"], warmup=c["warmup"])
+        results.setdefault("sdft", {})["real" if i == 0 else f"real/b{b}"] = info
+    results["train_check_real"] = bench_train(
+        bench, cpu, work_dir, "real", c["sdd_batch"], repeats=c["sdd_repeats"], warmup=c["warmup"]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

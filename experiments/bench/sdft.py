@@ -28,7 +28,15 @@ from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, Bench, real_device, suite_parser, suite_sizes
+from experiments.bench.harness import (
+    SEED,
+    Bench,
+    real_device,
+    retain_cpu_memory,
+    suite_parser,
+    suite_sizes,
+    write_results,
+)
 from experiments.bench.models import n_params
 
 BATCH = {"tiny": 2, "real": 8}
@@ -65,19 +73,30 @@ def build_teacher(student, device: torch.device):
     return UnconditionalPrior(unet, student.scheduler, dtype=resolve_dtype("auto", device), device=device)
 
 
-class Step:
-    """One optimiser step of the SDFT loss with ``cfg`` on its own copy of the student: loss, backward, AdamW and
-    the EMA update, as ``SDFTModule`` trains."""
+class Trainee:
+    """The trained copy of the student with its AdamW and EMA, shared by every step and part timed together: what a
+    step costs does not depend on the values of the weights, and one copy (instead of one per step) keeps a
+    real-size CPU run within memory (each copy is weights + gradients + two AdamW moments + the EMA: 1.9 GB)."""
 
-    def __init__(self, student, teacher, cfg, x0, t, eps, autocast: bool) -> None:
+    def __init__(self, student) -> None:
         from diffedit_lab.methods.sdft.ema import make_ema
-        from diffedit_lab.methods.sdft.losses import PosteriorTable
 
         self.student = copy.deepcopy(student)
-        self.teacher, self.cfg, self.x0, self.t, self.eps = teacher, cfg, x0, t, eps
-        self.table = PosteriorTable.from_scheduler(student.scheduler)
-        self.opt = torch.optim.AdamW(self.student.unet.parameters(), lr=2e-5, weight_decay=0.0)
+        self.params = list(self.student.unet.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=2e-5, weight_decay=0.0)
         self.ema = make_ema(self.student.unet, EMA_DECAY)
+
+
+class Step:
+    """One optimiser step of the SDFT loss with ``cfg`` on the trainee: loss, backward, AdamW and the EMA update,
+    as ``SDFTModule`` trains."""
+
+    def __init__(self, trainee: Trainee, teacher, cfg, x0, t, eps, autocast: bool) -> None:
+        from diffedit_lab.methods.sdft.losses import PosteriorTable
+
+        self.trainee, self.student = trainee, trainee.student
+        self.teacher, self.cfg, self.x0, self.t, self.eps = teacher, cfg, x0, t, eps
+        self.table = PosteriorTable.from_scheduler(self.student.scheduler)
         self.autocast = autocast
 
     def loss(self) -> torch.Tensor:
@@ -89,23 +108,18 @@ class Step:
 
     def __call__(self) -> torch.Tensor:
         loss = self.loss()
-        self.opt.zero_grad(set_to_none=True)
+        self.trainee.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
-        self.ema.update_parameters(self.student.unet)
+        self.trainee.opt.step()
+        self.trainee.ema.update_parameters(self.student.unet)
         return loss
 
 
-def step_parts(student, teacher, x0, t, eps, autocast: bool) -> dict[str, Any]:
-    """The parts of a step, each a callable on its own copy of the student (``train.sdft_part.*``): student
-    forward + backward on x_t alone (= the naive step's network cost), on [x_t; ε] in one call, on x_t and ε in
-    two calls with one backward; teacher forward on x_t alone and on [x_t; ε]; AdamW; the EMA update."""
-    from diffedit_lab.methods.sdft.ema import make_ema
-
-    s = copy.deepcopy(student)
-    params = list(s.unet.parameters())
-    opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0)
-    ema = make_ema(s.unet, EMA_DECAY)
+def step_parts(trainee: Trainee, teacher, x0, t, eps, autocast: bool) -> dict[str, Any]:
+    """The parts of a step, each a callable on the trainee (``train.sdft_part.*``): student forward + backward on
+    x_t alone (= the naive step's network cost), on [x_t; ε] in one call, on x_t and ε in two calls with one
+    backward; teacher forward on x_t alone and on [x_t; ε]; AdamW; the EMA update."""
+    s, params, opt = trainee.student, trainee.params, trainee.opt
     pair, t2 = torch.cat([x0, eps]), torch.cat([t, t])
     ctx = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext
 
@@ -137,7 +151,10 @@ def step_parts(student, teacher, x0, t, eps, autocast: bool) -> dict[str, Any]:
     def teacher_pair():
         return teacher.predict_eps(pair, t2)
 
-    student_one()  # gradients for AdamW to step on
+    def adamw():
+        if params[0].grad is None:  # a step ran last and zeroed them: gradients to step on
+            student_one()
+        opt.step()
 
     return {
         "train.sdft_part.student_fwd_bwd.one": student_one,
@@ -145,8 +162,8 @@ def step_parts(student, teacher, x0, t, eps, autocast: bool) -> dict[str, Any]:
         "train.sdft_part.student_fwd_bwd.separate": student_separate,
         "train.sdft_part.teacher_fwd.one": teacher_one,
         "train.sdft_part.teacher_fwd.joint": teacher_pair,
-        "train.sdft_part.adamw": opt.step,
-        "train.sdft_part.ema_update": lambda: ema.update_parameters(s.unet),
+        "train.sdft_part.adamw": adamw,
+        "train.sdft_part.ema_update": lambda: trainee.ema.update_parameters(s.unet),
     }
 
 
@@ -203,11 +220,12 @@ def bench_sdft(
     t = torch.randint(0, student.num_train_timesteps, (b,), generator=g).to(device)
     autocast = device.type == "cuda"
     loss = functools.partial(method_settings, LossConfig, "sdft", "loss")  # conf/method/sdft.yaml's + overrides
-    steps = {mode: Step(student, teacher, loss(**LAMBDAS, student_batching=mode), x0, t, eps, autocast) for mode in MODES}
-    naive = Step(student, None, loss(lambda_distill=0.0, lambda_aux=0.0), x0, t, eps, autocast)
+    trainee = Trainee(student)
+    steps = {m: Step(trainee, teacher, loss(**LAMBDAS, student_batching=m), x0, t, eps, autocast) for m in MODES}
+    naive = Step(trainee, None, loss(lambda_distill=0.0, lambda_aux=0.0), x0, t, eps, autocast)
     dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in student.unet.modules())
     with torch.no_grad():  # dropout (the real ADM: 0.1) draws other masks per call: then only close, not equal
-        check = {f"loss_sdft_{mode}": float(step.loss()) for mode in MODES} | {"loss_naive": float(naive.loss())}
+        check = {f"loss_sdft_{mode}": float(steps[mode].loss()) for mode in MODES} | {"loss_naive": float(naive.loss())}
     auto = "joint" if joint_batches("auto", device) else "separate"
     check["loss_sdft"] = check[f"loss_sdft_{auto}"]
     extra = {"batch": b, "resolution": res, "trainable_params": n_params(student.unet), "autocast_bf16": autocast,
@@ -215,7 +233,7 @@ def bench_sdft(
     fns = {f"train.sdft_step.{mode}": (step, {**extra, "student_batching": mode}) for mode, step in steps.items()}
     fns["train.naive_step"] = (naive, extra)
     if parts:
-        fns |= {name: (fn, extra) for name, fn in step_parts(student, teacher, x0, t, eps, autocast).items()}
+        fns |= {name: (fn, extra) for name, fn in step_parts(trainee, teacher, x0, t, eps, autocast).items()}
     bench.measure(size, device, fns, repeats=repeats, warmup=warmup)
     info = {**extra, **check, "student_dropout": dropout, "auto_mode": auto}
     for key, stat in (("ratios_to_naive", "median_ms"), ("ratios_to_naive_min", "min_ms")):  # min: least contended
@@ -224,7 +242,7 @@ def bench_sdft(
     if parts:
         info["breakdown_ms"] = breakdown(bench, size, b)
     fns.clear()
-    del steps, naive, student, teacher
+    del steps, naive, trainee, student, teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return info
@@ -236,16 +254,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--parts", action="store_true", help="also time the parts of a step (train.sdft_part.*)")
     args = p.parse_args(argv)
     sizes = suite_sizes(args.sizes, args.device)
+    malloc = retain_cpu_memory() if args.device == "cpu" and args.cpu_malloc == "retain" else "default"
     bench = Bench(args.repeats, args.warmup)
     info = {}
     for size in sizes:
         device = torch.device("cpu") if size == "tiny" else real_device(args.device)
         info[size] = bench_sdft(bench, size, device, args.batch, args.gradient_checkpointing, args.parts)
+        info[size]["cpu_malloc"] = malloc if device.type == "cpu" else None
         peaks = {e["name"]: e.get("peak_cuda_mem_mb") for e in bench.entries if e["size"] == size}
         info[size]["peak_cuda_mem_mb"] = peaks
         r = {k: round(v, 2) for k, v in info[size]["ratios_to_naive"].items()}
         print(f"  sdft/naive step ratio ({size}): {r} (auto = {info[size]['auto_mode']}); peak CUDA MB: {peaks}")
-    return {"measurements": bench.entries, "sdft": info}
+        if "breakdown_ms" in info[size]:
+            print("  " + ", ".join(f"{k} {v:.2f}" for k, v in info[size]["breakdown_ms"].items()), flush=True)
+    results = {"measurements": bench.entries, "sdft": info}
+    if args.out:
+        write_results(results, args.out)
+    return results
 
 
 if __name__ == "__main__":

@@ -188,13 +188,25 @@ def compose_sdd_real(out_dir: Path, extra: list[str] = ()):
     with open_dict(cfg):
         domain = cfg.generator.get("domain", "any")
         cfg.generator = OmegaConf.create(
-            {"_target_": "diffedit_lab.testing.stylegan2.random_generator", **STYLEGAN2_F_1024, "seed": SEED,
-             "domain": domain}  # fmt: skip
+            {
+                "_target_": "diffedit_lab.testing.stylegan2.random_generator",
+                **STYLEGAN2_F_1024,
+                "seed": SEED,
+                "domain": domain,
+            }  # fmt: skip
         )
         cfg.prior = OmegaConf.create(
-            {"_target_": "diffedit_lab.testing.priors.random_sd_prior", "unet": plain(SD14_UNET),
-             "vae": plain(SD14_VAE), "text": plain(SD14_TEXT), "image_size": 512, "scheduler": plain(SD14_SCHEDULER),
-             "tokenizer_max_length": 77, "seed": SEED, "dtype": "auto"}  # fmt: skip
+            {
+                "_target_": "diffedit_lab.testing.priors.random_sd_prior",
+                "unet": plain(SD14_UNET),
+                "vae": plain(SD14_VAE),
+                "text": plain(SD14_TEXT),
+                "image_size": 512,
+                "scheduler": plain(SD14_SCHEDULER),
+                "tokenizer_max_length": 77,
+                "seed": SEED,
+                "dtype": "auto",
+            }  # fmt: skip
         )
     return cfg
 
