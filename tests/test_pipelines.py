@@ -62,6 +62,17 @@ def test_baseline_pipeline_needs_no_training_and_takes_any_prompt(compose, tmp_p
     assert not torch.equal(other.images, pipe(images).images)
 
 
+def test_a_pipeline_from_a_composed_config(compose, tmp_path):
+    """Built from components (no run dir): a baseline edits at once; a trained method asks for its run dir."""
+    from diffedit_lab.pipelines import pipeline_from_config
+
+    pipe = pipeline_from_config(compose("method=sdedit/tiny").method)
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert pipe(images).images.shape == images.shape
+    with pytest.raises(UserError, match="give run_dir"):
+        pipeline_from_config(compose("method=sdd/tiny").method)
+
+
 def test_rectifier_pipeline_applies_the_trained_editor(compose, tmp_path):
     out = tmp_path / "rect"
     result = run(compose("method=rectifier/tiny", "stage=[fit,edit]", "method.fit.steps=2", "method.edit.steps=2",
