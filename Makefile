@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-all demo demo-sdft lint format bench bench-real clean
+.PHONY: install test test-all demo demo-sdft lint format bench bench-real smoke-real gpu-check clean
 
 install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench:  ## speed benchmarks → bench/results.json (CPU tiny always; real sizes 
 
 bench-real:  ## per-image edit latency of every method at real sizes, random weights (CPU: minutes) → bench/results-real.json
 	$(BIN)/python -m experiments.bench.run --sizes real --out bench/results-real.json
+
+smoke-real:  ## every paper preset end to end at REAL shapes, random weights, capped (CPU: ~1-2 h) → bench/results-smoke-real.json
+	$(BIN)/python -m experiments.smoke.run --out bench/results-smoke-real.json
+
+gpu-check:  ## on a lent GPU (~8 min): real-size bench suites + the presets at their GPU batch/precision → bench/results-gpu.json, bench/results-smoke-gpu.json
+	$(BIN)/python -m experiments.smoke.gpu_check --bench-out bench/results-gpu.json --smoke-out bench/results-smoke-gpu.json
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

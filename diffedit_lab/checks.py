@@ -54,6 +54,13 @@ class DataKeys:
     num_workers: int | None = field(default=None, metadata=bounds(ge=0))
     resolution: int | list[int] | None = field(default=None, metadata=bounds(ge=8))
     max_images: int | None = field(default=None, metadata=bounds(ge=1))
+    root: str | None = None
+    hflip: bool = False
+    pin_memory: bool | None = None  # null: when CUDA is available
+
+    def check(self, key: str) -> None:
+        if self.root is not None and not self.root.strip():  # '' is the current directory (bundled samples land there)
+            raise ConfigError(f"{key}.root", self.root, "expected a folder (or null where the dataset needs none)")
 
 
 def check_trainer(node: DictConfig) -> None:
@@ -61,11 +68,13 @@ def check_trainer(node: DictConfig) -> None:
     validate(TrainerKeys, keys, "trainer")
 
 
-def check_data(node: DictConfig | None) -> None:
+def check_data(node: DictConfig | None, key: str = "data") -> None:
+    """The keys every datamodule shares (``DataKeys``) of ``data``, or of a data config a method option holds
+    (``key``: e.g. ``method.edit.photos``)."""
     if node is None:
         return
     keys = {f: node.get(f) for f in DataKeys.__dataclass_fields__ if f in node}
-    validate(DataKeys, keys, "data")
+    validate(DataKeys, keys, key)
 
 
 def check_ckpt_path(ckpt_path: Any, run_dir: Path, train_stages: list[str]) -> str | None:
@@ -113,9 +122,10 @@ def validate_method(cls: type, node: DictConfig) -> Any:
     return validate(schema, node, "method") if schema is not None else node
 
 
-def check_data_options(node: DictConfig | None) -> None:
-    """Every key of ``data`` must be an argument of its datamodule class: a preset's key that another dataset has
-    no use for (e.g. ``data.num_test`` of the latent codes with ``data=celebahq``) stops with one line."""
+def check_data_options(node: DictConfig | None, key: str = "data") -> None:
+    """Every key of ``data`` (or of the data config at ``key``) must be an argument of its datamodule class: a
+    preset's key that another dataset has no use for (e.g. ``data.num_test`` of the latent codes with
+    ``data=celebahq``) stops with one line."""
     if node is None or "_target_" not in node:
         return
     from hydra.utils import get_class
@@ -123,17 +133,17 @@ def check_data_options(node: DictConfig | None) -> None:
     try:
         cls = get_class(str(node._target_))
     except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
-        raise UserError(f"data._target_={node._target_!r}: cannot import it ({type(exc).__name__})") from None
+        raise UserError(f"{key}._target_={node._target_!r}: cannot import it ({type(exc).__name__})") from None
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = sorted(k for k in params if k != "self")
-    for key in node:
-        if str(key).startswith("_") or key in params:
+    for name in node:
+        if str(name).startswith("_") or name in params:
             continue
         raise ConfigError(
-            f"data.{key}",
-            node._get_node(key)._value() if node._get_node(key) is not None else None,
+            f"{key}.{name}",
+            node._get_node(name)._value() if node._get_node(name) is not None else None,
             f"not an option of {cls.__name__} (this data config); it takes {allowed}",
         )
 

@@ -57,8 +57,8 @@ def test_bench_tiny_writes_complete_json(tmp_path, capsys):
         for block in ("ratios", "ratios_min"):
             value = data[block][name]["tiny"]
             assert math.isfinite(value) and value > 0, name
-    # `student_batching: auto` is separate on the CPU
-    assert data["ratios"]["sdft_over_naive_step"] == data["ratios"]["sdft_separate_over_naive_step"]
+    # the default `student_batching` is joint
+    assert data["ratios"]["sdft_over_naive_step"] == data["ratios"]["sdft_joint_over_naive_step"]
     flops = data["flops"]["tiny"]
     assert flops["matmul"]["gflop_per_s"] > 0
     assert set(flops["paths"]) == {"sd_unet", "stylegan2_1024", "adm_256", "ddpm_celebahq_256", "rectified_unet"}
@@ -71,7 +71,7 @@ def test_bench_tiny_writes_complete_json(tmp_path, capsys):
     sdft = data["sdft"]["tiny"]  # the student starts as the teacher: the distillation terms are 0 at the first step
     assert sdft["loss_sdft"] == pytest.approx(sdft["loss_naive"], rel=1e-6)
     assert sdft["loss_sdft_joint"] == pytest.approx(sdft["loss_sdft_separate"], rel=1e-6)
-    assert sdft["auto_mode"] == "separate" and set(sdft["ratios_to_naive"]) == {"joint", "separate"}
+    assert sdft["default_mode"] == "joint" and set(sdft["ratios_to_naive"]) == {"joint", "separate"}
 
 
 def test_real_without_cuda_runs_the_cpu_real_suites(monkeypatch, tmp_path):
@@ -131,7 +131,7 @@ def test_real_without_cuda_runs_the_cpu_real_suites(monkeypatch, tmp_path):
     r = data["ratios"]
     assert r["sdft_joint_over_naive_step"] == {"real": 3.0, "real/b2": 3.0}
     assert r["sdft_separate_over_naive_step"] == {"real": 2.7, "real/b2": 2.7}
-    assert r["sdft_over_naive_step"] == r["sdft_separate_over_naive_step"]  # auto on the CPU
+    assert r["sdft_over_naive_step"] == r["sdft_joint_over_naive_step"]  # the default mode
     assert r["rectifier_grouped_over_plain"] == {"real": 1.25} and r["sdd_framework_over_bare_step"] == {"real": 1.01}
     assert set(data["sdft"]) == {"real", "real/b2"}
     assert json.loads((tmp_path / "r.json").read_text())["latency"]["latency_ms_per_image"]["sdd"] == 1.0

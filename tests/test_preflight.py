@@ -105,6 +105,36 @@ LATE = [
         ["stage=[fit,translate]", "method.translate.method=egsde", "method.egsde.classifier_weights=FILE:truncated"],
         "truncated.pt",
     ),  # fmt: skip
+    # values the schema or a stage's check refused only when the stage ran (audit of every method option)
+    ("sdd/tiny", ["method.optim.lr=nan"], "method.optim.lr=nan"),  # AdamW refused it when fit began
+    ("sdft/tiny", ["method.optim.weight_decay=nan"], "method.optim.weight_decay=nan"),
+    ("asyrp/tiny", ["method.optim.lr=nan"], "method.optim.lr=nan"),  # SGD took it: a NaN loss after inversion
+    ("rectifier/tiny", ["method.edit.optim._target_=torch.optim.NoSuch"], "cannot import it"),
+    ("asyrp/tiny", ["method.edit.scale=nan"], "expected a finite number"),  # NaN edits, exit 0
+    ("sdd/tiny", ["method.selection.rule=random", "method.selection.random_range=[20,5000]"], "expected timesteps <"),
+    ("sdd/tiny", ["method.eval.folder.pred=FILE:images"], "method.eval.folder.ref"),
+    (
+        "rectifier/tiny",
+        ["method.eval.folder.pred=/no/such/edits", "method.eval.folder.ref=FILE:images"],
+        "method.eval.folder.pred=/no/such/edits",
+    ),
+    ("asyrp/tiny", ["method.eval.folder.pred=FILE:empty", "method.eval.folder.ref=FILE:images"], "has no images"),
+    ("sdd/tiny", ["method.eval.reference_dir=FILE:empty"], "method.eval.reference_dir"),
+    ("sdedit/tiny", ["method.eval.fid_weights_path=/no/such/inception.pth"], "no such file"),  # was: FID skipped
+    ("sdd/tiny", ["method.edit.photos.num_workers=-1"], "method.edit.photos.num_workers=-1"),
+    ("sdft/tiny", ["stage=[fit,translate]", "method.translate.source.root=''"], "method.translate.source.root"),
+    (
+        "sdft/tiny",
+        [
+            "stage=[fit,train_classifier,translate]",
+            "method.translate.method=egsde",
+            "method.egsde.classifier_weights=/no/such/classifier.pt",
+        ],
+        "method.egsde.classifier_weights",
+    ),
+    ("sdft/tiny", ["stage=[fit,edit]", 'method.edit.overrides=["method.fit.num_images=12"]'], "none left to evaluate"),
+    ("asyrp/tiny", ["method.fit.num_images=100", "method.fit.batch_size=20"], "more than the 12 training images"),
+    ("compare", ["experiment=compare_demo", "method.entries.rectifier.train_stages=[fit,nosuch]"], "train_stages"),
     # the comparison: every entry composed and checked before the first one runs
     (
         "compare",

@@ -53,7 +53,7 @@ class CompareConfig:
     def check(self, key: str) -> None:
         if not self.entries:
             raise ConfigError(f"{key}.entries", {}, "list at least one method to compare")
-        if self.folder is None and self.source_entry not in self.entries:
+        if not self.folder and self.source_entry not in self.entries:  # '' is no folder either (entry_order)
             raise ConfigError(f"{key}.source_entry", self.source_entry,
                               f"without {key}.folder the sources are one entry's test images: one of "
                               f"{sorted(self.entries)}")  # fmt: skip

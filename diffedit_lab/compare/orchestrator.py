@@ -99,12 +99,27 @@ class Comparison:
             sources = pre.run_dir / "methods" / cfg.source_entry / "edit" if produced else folder
             overrides = cls.entry_overrides(cfg, name, pre.run_dir, sources, pre.overwrite, cfg.source_resolution)
             try:
-                prepare(compose_nested(overrides), check_data=not produced)
+                plan = prepare(compose_nested(overrides), check_data=not produced)
+                cls.check_entry_stages(cfg, name, plan.cls)
             except UserError as exc:
                 raise UserError(f"compare entry '{name}' (method={cfg.entries[name].method}): {exc}") from None
             except Exception as exc:  # Hydra's composition errors (an unknown method, a bad override)
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(f"compare entry '{name}' (method={cfg.entries[name].method}): {first}") from None
+
+    @staticmethod
+    def check_entry_stages(cfg: CompareConfig, name: str, method_cls: type) -> None:
+        """The entry's stage lists name stages of its method: ``weights_stages`` (run only with weights, so
+        otherwise never composed) and ``train_stages`` (whose time is the training cost: a typo made it 0)."""
+        valid = [s.name for s in method_cls.STAGES]
+        entry = cfg.entries[name]
+        for key in ("weights_stages", "train_stages"):
+            wrong = [s for s in getattr(entry, key) or [] if s not in valid]
+            if wrong:
+                raise UserError(
+                    f"method.entries.{name}.{key}={getattr(entry, key)}: '{wrong[0]}' is not a stage of "
+                    f"{entry.method}; its stages are {valid}"
+                )
 
     def run_entry(self, name: str, ctx: StageContext, sources: Path | None) -> dict[str, float]:
         entry = self.cfg.entries[name]

@@ -25,7 +25,14 @@ import torch
 from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
-from diffedit_lab.methods.preflight import Preflight, find_trained, missing_trained, protect_outputs
+from diffedit_lab.methods.preflight import (
+    Preflight,
+    check_eval_folders,
+    config_value,
+    find_trained,
+    missing_trained,
+    protect_outputs,
+)
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
@@ -79,16 +86,19 @@ class EditingMethod(LightningModule):
     def check_stages(cls, cfg: Any, pre: Preflight) -> list[Path]:
         """Every start-up check of the requested stages, before the first one starts (nothing built or written):
 
-        * trained-weights files given by path (``method.weights``, ``method.*_weights``) exist and are whole;
+        * trained-weights files given by path (``method.weights``, ``method.*_weights``, every stage's
+          ``weights_key``) exist and are whole, even when the stage that would otherwise produce them runs;
         * each stage that loads a training stage's product (``Stage.uses``) finds it when that stage does not run;
+        * ``eval`` scoring two folders (``eval.folder.pred``/``ref``) finds images in both;
         * the method's own per-stage checks, ``check_<stage>(cfg, pre)`` classmethods, declared once per stage
           (returning the finished outputs of nested runs that ``overwrite=true`` moves aside, if any);
         * a training stage that would start over in a run dir holding its finished output stops (one line), unless
           ``overwrite=true``: then the paths to move aside are returned.
 
         Raise a one-line ``UserError``. Methods add checks through ``check_<stage>``, not by overriding this."""
-        for name in ("weights", *(f for f in getattr(cfg, "__dataclass_fields__", {}) if f.endswith("_weights"))):
-            value = getattr(cfg, name, None)
+        top = (f for f in getattr(cfg, "__dataclass_fields__", {}) if f.endswith("_weights"))
+        for name in dict.fromkeys(("weights", *top, *(s.weights_key for s in cls.STAGES))):  # nested keys too
+            value = config_value(cfg, name)
             if isinstance(value, str) and value:
                 if not Path(value).expanduser().is_file():
                     raise UserError(f"method.{name}={value}: no such file")
@@ -98,6 +108,8 @@ class EditingMethod(LightningModule):
             uses = cls.stage_uses(stage, cfg)
             if uses is not None and not pre.runs(uses):
                 cls.trained_file(cfg, pre.run_dir, pre.ckpt_path, uses)
+            if cls.scores_folder(stage, cfg):
+                check_eval_folders(cfg.eval.folder, pre)
             check = getattr(cls, f"check_{stage.name}", None)
             if check is not None:
                 doomed += check(cfg, pre) or []  # a stage running nested runs may name their outputs too

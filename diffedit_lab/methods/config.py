@@ -11,11 +11,13 @@ error. Python callers get a method's defaults with ``diffedit_lab.utils.config.m
 
 from __future__ import annotations
 
+import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from diffedit_lab.evaluation.suite import ALL_METRICS
-from diffedit_lab.utils.schema import ConfigError, bounds
+from diffedit_lab.utils.schema import ConfigError, bounds, existing
 
 Component = dict[str, Any]  # a Hydra `_target_` node (generator, prior, CLIP, …), instantiated lazily
 
@@ -55,12 +57,20 @@ class FolderEvalConfig:
     resolution: int = field(metadata=bounds(ge=8))
     batch_size: int = field(metadata=bounds(ge=1))
     fid_feature: str | int
-    fid_weights_path: str | None
-    lpips_backbone_path: str | None
+    fid_weights_path: str | None = field(metadata=existing())
+    lpips_backbone_path: str | None = field(metadata=existing())
 
     def check(self, key: str) -> None:
         check_metrics(f"{key}.metrics", self.metrics)
         check_fid_feature(f"{key}.fid_feature", self.fid_feature)
+        if bool(self.pred) != bool(self.ref):  # one alone was ignored, or stopped only when stage eval ran
+            given, other = ("pred", "ref") if self.pred else ("ref", "pred")
+            raise ConfigError(
+                f"{key}.{other}",
+                getattr(self, other),
+                f"set it too ({key}.{given} is set): eval scores the folder "
+                "pred (edited images) against the folder ref (their sources); give both or neither",
+            )
 
 
 def check_metrics(key: str, metrics: list[str], extra: tuple[str, ...] = ()) -> None:
@@ -81,16 +91,38 @@ def check_fid_feature(key: str, feature: str | int) -> None:
         raise ConfigError(key, feature, f"expected 'inception', 'tiny' or one of {list(INCEPTION_DIMS)}")
 
 
+def _importable(dotted: str) -> bool:
+    """``a.b.C`` names an object: its longest importable module prefix, then attributes (no logging)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        except Exception:  # noqa: BLE001 - a module failing at import is not importable either
+            return False
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
 def check_optimizer(key: str, optim: dict[str, Any]) -> None:
-    """A ``_partial_`` optimiser node: a target, and lr > 0 / weight_decay >= 0 when given."""
-    if not optim.get("_target_"):
+    """A ``_partial_`` optimiser node: an importable target, and finite lr > 0 / weight_decay >= 0 when given
+    (``nan`` passes ``<= 0``: refused here, not by the optimiser's constructor when training starts)."""
+    target = optim.get("_target_")
+    if not target:
         raise ConfigError(f"{key}._target_", None, "expected an optimiser class, e.g. torch.optim.AdamW")
+    if not _importable(str(target)):
+        raise ConfigError(f"{key}._target_", target, "cannot import it; expected e.g. torch.optim.AdamW")
     lr = optim.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
-        raise ConfigError(f"{key}.lr", lr, "expected a number > 0")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf):
+        raise ConfigError(f"{key}.lr", lr, "expected a finite number > 0")
     wd = optim.get("weight_decay")
-    if wd is not None and (isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0):
-        raise ConfigError(f"{key}.weight_decay", wd, "expected a number >= 0")
+    if wd is not None and (isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < math.inf):
+        raise ConfigError(f"{key}.weight_decay", wd, "expected a finite number >= 0")
 
 
 @dataclass
@@ -102,8 +134,8 @@ class EditEvalConfig:
     batch_size: int = field(metadata=bounds(ge=1))
     metrics: list[str]
     fid_feature: str | int
-    fid_weights_path: str | None
-    lpips_backbone_path: str | None
+    fid_weights_path: str | None = field(metadata=existing())
+    lpips_backbone_path: str | None = field(metadata=existing())
     folder: FolderEvalConfig
 
     def check(self, key: str) -> None:

@@ -149,8 +149,16 @@ def missing_trained(train: Stage, what: str) -> UserError:
 def preflight_data(node: Any, key: str) -> Any:
     """A datamodule config a later stage uses (a translation source, photos to edit): instantiated (cheap) and
     checked like the run's own ``data`` — root, list files, at least one image — so it fails at start-up."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from diffedit_lab import checks
     from diffedit_lab.utils.instantiate import instantiate
 
+    if isinstance(node, dict):
+        node = OmegaConf.create(node)
+    if isinstance(node, DictConfig):  # the keys every datamodule shares, as for the run's own `data`
+        checks.check_data(node, key)
+        checks.check_data_options(node, key)
     try:
         dm = instantiate(node)
     except UserError as exc:
@@ -161,6 +169,27 @@ def preflight_data(node: Any, key: str) -> Any:
         except UserError as exc:
             raise UserError(f"{key}: {exc}") from None
     return dm
+
+
+def check_eval_folders(folder: Any, pre: Preflight) -> None:
+    """``eval`` scoring ``folder.pred`` against ``folder.ref`` (two folders of images): both hold images now, as
+    :func:`~diffedit_lab.evaluation.folder_eval.evaluate_folders` will list them (names only, no image read). A
+    folder inside the run dir that an earlier stage of this invocation may write is left to that stage."""
+    from diffedit_lab.evaluation.folder_eval import list_images
+
+    eval_at = pre.names.index("eval") if pre.runs("eval") else 0
+    run_dir = pre.run_dir.expanduser().resolve()
+    for name, what in (("pred", "prediction"), ("ref", "reference")):
+        value = getattr(folder, name, None)
+        if not value:
+            continue
+        path = Path(value).expanduser().resolve()
+        if eval_at > 0 and path.is_relative_to(run_dir):
+            continue
+        try:
+            list_images(path, what)
+        except UserError as exc:
+            raise UserError(f"method.eval.folder.{name}={value}: {exc}") from None
 
 
 def check_within(shape: PriorShape | None, **steps: int | None) -> None:

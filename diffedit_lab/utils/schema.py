@@ -3,8 +3,9 @@
 A method (or any other configurable part) declares its options as nested ``@dataclass`` types. ``validate``
 turns the composed Hydra node into an instance of that dataclass, checking every value against its annotation
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Literal[...]``, nested
-dataclasses, ``Any``) and the field's declared bounds (``field(metadata=bounds(ge=1))``), then calls the
-dataclass's ``check()`` for rules that span several fields. A key missing from the node is an error unless its
+dataclasses, ``Any``; a float must be finite) and the field's declared bounds (``field(metadata=bounds(ge=1))``)
+or path rule (``field(metadata=existing())``: the file must exist when set), then calls the dataclass's
+``check()`` for rules that span several fields. A key missing from the node is an error unless its
 field has a default (method schemas have none: their YAML states every default, see ``methods/config.py``). Every
 failure is one line naming the full key, the value and what is allowed: ``method.fit.steps='abc': expected an
 integer``.
@@ -16,8 +17,10 @@ are multi-line. Unknown keys are still refused by Hydra's struct mode at composi
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -36,6 +39,13 @@ class ConfigError(UserError):
 def bounds(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None):
     """Field metadata for a numeric range: ``steps: int = field(metadata=bounds(ge=1))``."""
     return {"bounds": {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None}}
+
+
+def existing(kind: Literal["file", "folder"] = "file"):
+    """Field metadata for a path that must exist when set (null or empty = unset):
+    ``fid_weights_path: str | None = field(metadata=existing())`` — a typo stops at start-up, not when the stage
+    that reads it finally runs (or, worse, silently skips what needed it)."""
+    return {"exists": kind}
 
 
 def validate(schema: type, node: Any, key: str) -> Any:
@@ -107,6 +117,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(key, value, "expected an integer")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan passes no comparison and inf every lower bound: refuse both here
+                raise ConfigError(key, value, "expected a finite number")
             return float(value)
         raise ConfigError(key, value, "expected a number")
     if tp is str:
@@ -145,6 +157,7 @@ def _build(schema: type, values: dict, key: str) -> Any:
             continue
         val = _convert(hints[name], values[cfg_key], full)
         _check_bounds(full, val, f.metadata.get("bounds"))
+        _check_exists(full, val, f.metadata.get("exists"))
         kwargs[name] = val
     obj = schema(**kwargs)
     check = getattr(obj, "check", None)
@@ -170,6 +183,14 @@ def _check_bounds(key: str, value: Any, rule: dict | None) -> None:
             text = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
             allowed = " and ".join(text[k].format(b) for k, b in rule.items())
             raise ConfigError(key, value, f"expected a value {allowed}")
+
+
+def _check_exists(key: str, value: Any, kind: str | None) -> None:
+    if not kind or not isinstance(value, str) or not value:
+        return
+    path = Path(value).expanduser()
+    if not (path.is_file() if kind == "file" else path.is_dir()):
+        raise ConfigError(key, value, f"no such {kind}")
 
 
 def as_dict(obj: Any) -> Any:

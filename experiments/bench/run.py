@@ -18,11 +18,14 @@ Layout: :mod:`.harness` (timing, environment, command line, results file), :mod:
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import os
 import re
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,7 @@ RATIOS = {  # name -> (numerator entry, denominator entry)
     "rectifier_vmap_over_plain": ("rectifier.forward.vmap", "rectifier.plain_forward"),
     "rectifier_step_over_plain": ("rectifier.step.grouped", "rectifier.plain_forward"),
 }
-AUTO_SDFT = "sdft_over_naive_step"  # the SDFT step in the mode `loss.student_batching: auto` picks on that device
+DEFAULT_SDFT = "sdft_over_naive_step"  # the SDFT step in the default `loss.student_batching` (conf/method/sdft.yaml)
 CPU_REAL = dict(  # real sizes on the CPU (`--sizes real` without a GPU): batches and timed calls per suite
     sdft_batches=(1, 2), sdft_repeats=3, rectifier_batch=2, rectifier_repeats=3, sdd_batch=1, sdd_repeats=2, warmup=1
 )
@@ -64,9 +67,11 @@ CPU_REAL = dict(  # real sizes on the CPU (`--sizes real` without a GPU): batche
 def ratios(bench: Bench, sizes: list[str], stat: str = "median_ms") -> dict[str, dict[str, float]]:
     """Per ratio and size: median (``stat="min_ms"``: minimum) of the numerator over that of the denominator at
     the same batch, where both were measured. Key: the size; ``<size>/b<batch>`` for a further batch of it."""
-    from diffedit_lab.methods.sdft.losses import joint_batches
+    from diffedit_lab.methods.sdft.config import LossConfig
+    from diffedit_lab.utils.config import method_settings
 
-    out: dict[str, dict[str, float]] = {name: {} for name in (*RATIOS, AUTO_SDFT)}
+    default = method_settings(LossConfig, "sdft", "loss").student_batching
+    out: dict[str, dict[str, float]] = {name: {} for name in (*RATIOS, DEFAULT_SDFT)}
     for name, (num, den) in RATIOS.items():
         for size in sizes:
             batches = list(
@@ -77,11 +82,8 @@ def ratios(bench: Bench, sizes: list[str], stat: str = "median_ms") -> dict[str,
                 if a and b:
                     key = size if i == 0 else f"{size}/b{batch}"
                     out[name][key] = a / b
-                    if name.startswith("sdft_"):
-                        on = "cpu" if bench.entry(num, size, batch)["device"].startswith("cpu") else "cuda"
-                        mode = "joint" if joint_batches("auto", torch.device(on)) else "separate"
-                        if name == f"sdft_{mode}_over_naive_step":
-                            out[AUTO_SDFT][key] = a / b
+                    if name == f"sdft_{default}_over_naive_step":
+                        out[DEFAULT_SDFT][key] = a / b
     return out
 
 
@@ -169,16 +171,26 @@ def cpu_real_suites(bench: Bench, results: dict[str, Any], work_dir: Path, repea
     (batch 1 with its parts, batch 2), the SDD training step through the framework vs bare (batch 1)."""
     c, cpu = CPU_REAL, torch.device("cpu")
     print("[real on cpu: FLOP throughput, Rectifier, SDFT, SDD step]", flush=True)
-    results.setdefault("flops", {})["real"] = measure_flops("real", cpu, repeats=repeats)
-    results.setdefault("rectifier", {})["real"] = bench_rectifier(
-        bench, "real", cpu, c["rectifier_batch"], ("grouped",), c["rectifier_repeats"], c["warmup"]
-    )
-    for i, b in enumerate(c["sdft_batches"]):
-        info = bench_sdft(bench, "real", cpu, b, parts=i == 0, repeats=c["sdft_repeats"], warmup=c["warmup"])
-        results.setdefault("sdft", {})["real" if i == 0 else f"real/b{b}"] = info
-    results["train_check_real"] = bench_train(
-        bench, cpu, work_dir, "real", c["sdd_batch"], repeats=c["sdd_repeats"], warmup=c["warmup"]
-    )
+
+    def suite(name: str, fn) -> Any:  # one failing suite (e.g. out of memory) leaves the others' numbers
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 -- recorded, and main() exits non-zero after writing the file
+            traceback.print_exc()
+            results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        finally:
+            gc.collect()
+
+    results.setdefault("flops", {})["real"] = suite("flops", lambda: measure_flops("real", cpu, repeats=repeats))
+    results.setdefault("rectifier", {})["real"] = suite("rectifier", lambda: bench_rectifier(
+        bench, "real", cpu, c["rectifier_batch"], ("grouped",), c["rectifier_repeats"], c["warmup"]))  # fmt: skip
+    for i, b in enumerate(c["sdft_batches"]):  # the parts of a step at the first batch
+        sdft = functools.partial(bench_sdft, bench, "real", cpu, b, parts=i == 0, repeats=c["sdft_repeats"],
+                                 warmup=c["warmup"])  # fmt: skip
+        results.setdefault("sdft", {})["real" if i == 0 else f"real/b{b}"] = suite(f"sdft_b{b}", sdft)
+    results["train_check_real"] = suite("sdd_step", lambda: bench_train(
+        bench, cpu, work_dir, "real", c["sdd_batch"], repeats=c["sdd_repeats"], warmup=c["warmup"]))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -187,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_results(results, args.out)
     print_table(results)
     print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s)")
+    if results.get("errors"):
+        raise SystemExit(f"suites failed (their numbers are missing from {args.out}): {results['errors']}")
     return results
 
 

@@ -41,7 +41,7 @@ from experiments.bench.models import n_params
 
 BATCH = {"tiny": 2, "real": 8}
 LAMBDAS = dict(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.1, gamma_aux=50.0)  # MetFaces
-MODES = ("joint", "separate")  # loss.student_batching, both timed; `auto` picks one per device
+MODES = ("joint", "separate")  # loss.student_batching, both timed
 EMA_DECAY = 0.9999
 
 
@@ -204,10 +204,9 @@ def bench_sdft(
 ) -> dict[str, Any]:
     """Times ``train.sdft_step.joint``, ``train.sdft_step.separate`` and ``train.naive_step`` interleaved (with
     ``parts``: also the ``train.sdft_part.*`` entries of :func:`step_parts`); returns the setting, the ratios to
-    the naive step, the mode ``student_batching: auto`` picks on ``device``, and a consistency check: from the
+    the naive step, the default mode (``conf/method/sdft.yaml``), and a consistency check: from the
     initial state (student = teacher) the distillation terms vanish, so every loss agrees."""
     from diffedit_lab.methods.sdft.config import LossConfig
-    from diffedit_lab.methods.sdft.losses import joint_batches
     from diffedit_lab.utils.config import method_settings
 
     torch.manual_seed(SEED)
@@ -226,8 +225,8 @@ def bench_sdft(
     dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in student.unet.modules())
     with torch.no_grad():  # dropout (the real ADM: 0.1) draws other masks per call: then only close, not equal
         check = {f"loss_sdft_{mode}": float(steps[mode].loss()) for mode in MODES} | {"loss_naive": float(naive.loss())}
-    auto = "joint" if joint_batches("auto", device) else "separate"
-    check["loss_sdft"] = check[f"loss_sdft_{auto}"]
+    default = loss().student_batching
+    check["loss_sdft"] = check[f"loss_sdft_{default}"]
     extra = {"batch": b, "resolution": res, "trainable_params": n_params(student.unet), "autocast_bf16": autocast,
              "gradient_checkpointing": checkpointing, "dtype": "bf16 autocast" if autocast else "fp32"}  # fmt: skip
     fns = {f"train.sdft_step.{mode}": (step, {**extra, "student_batching": mode}) for mode, step in steps.items()}
@@ -235,7 +234,7 @@ def bench_sdft(
     if parts:
         fns |= {name: (fn, extra) for name, fn in step_parts(trainee, teacher, x0, t, eps, autocast).items()}
     bench.measure(size, device, fns, repeats=repeats, warmup=warmup)
-    info = {**extra, **check, "student_dropout": dropout, "auto_mode": auto}
+    info = {**extra, **check, "student_dropout": dropout, "default_mode": default}
     for key, stat in (("ratios_to_naive", "median_ms"), ("ratios_to_naive_min", "min_ms")):  # min: least contended
         naive_ms = bench.median("train.naive_step", size, b, stat)
         info[key] = {mode: bench.median(f"train.sdft_step.{mode}", size, b, stat) / naive_ms for mode in MODES}
@@ -264,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         peaks = {e["name"]: e.get("peak_cuda_mem_mb") for e in bench.entries if e["size"] == size}
         info[size]["peak_cuda_mem_mb"] = peaks
         r = {k: round(v, 2) for k, v in info[size]["ratios_to_naive"].items()}
-        print(f"  sdft/naive step ratio ({size}): {r} (auto = {info[size]['auto_mode']}); peak CUDA MB: {peaks}")
+        print(f"  sdft/naive step ratio ({size}): {r} (default {info[size]['default_mode']}); peak CUDA MB: {peaks}")
         if "breakdown_ms" in info[size]:
             print("  " + ", ".join(f"{k} {v:.2f}" for k, v in info[size]["breakdown_ms"].items()), flush=True)
     results = {"measurements": bench.entries, "sdft": info}

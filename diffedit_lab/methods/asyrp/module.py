@@ -70,6 +70,14 @@ class AsyrpModule(EditingMethod):
                 f"method.fit.batch_size={cfg.fit.batch_size}: more than the {cfg.fit.num_images} training images "
                 "(method.fit.num_images); lower it"
             )
+        dm = pre.datamodule
+        if cfg.fit.batch_size > 1 and dm is not None and hasattr(dm, "dataset"):  # fewer images than asked for
+            available = min(cfg.fit.num_images, len(dm.dataset("train")))  # lists the split (idempotent setup)
+            if cfg.fit.batch_size > available:
+                raise UserError(
+                    f"method.fit.batch_size={cfg.fit.batch_size}: more than the {available} training images (the "
+                    "train split of data); lower it"
+                )
         cls.check_prior(cfg, pre)
 
     @classmethod

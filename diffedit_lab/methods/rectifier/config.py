@@ -17,7 +17,7 @@ from diffedit_lab.methods.config import (
     check_metrics,
     check_optimizer,
 )
-from diffedit_lab.utils.schema import ConfigError, bounds, target
+from diffedit_lab.utils.schema import ConfigError, bounds, existing, target
 
 EPS_MSE = "eps_mse"  # the noise-prediction error on test images (our reading of the paper's ‖Δe‖²)
 FP32_ONLY = (
@@ -148,8 +148,8 @@ class EvalConfig:
     the metric settings below also serve ``reconstruct`` and ``edit``."""
 
     fid_feature: str | int
-    fid_weights_path: str | None
-    lpips_backbone_path: str | None
+    fid_weights_path: str | None = field(metadata=existing())
+    lpips_backbone_path: str | None = field(metadata=existing())
     kid_subset_size: int = field(metadata=bounds(ge=2))
     folder: FolderEvalConfig
 

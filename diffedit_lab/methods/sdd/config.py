@@ -16,7 +16,7 @@ from diffedit_lab.methods.config import (
     check_optimizer,
 )
 from diffedit_lab.methods.sdd.selection import check_rule
-from diffedit_lab.utils.schema import ConfigError, bounds, target
+from diffedit_lab.utils.schema import ConfigError, bounds, existing, target
 
 
 @dataclass
@@ -103,8 +103,8 @@ class EvalConfig:
     batch_size: int = field(metadata=bounds(ge=1))
     metrics: list[str]
     fid_feature: str | int
-    fid_weights_path: str | None
-    reference_dir: str | None
+    fid_weights_path: str | None = field(metadata=existing())
+    reference_dir: str | None = field(metadata=existing("folder"))  # images checked at start-up (check_eval)
     folder: FolderEvalConfig
 
     def check(self, key: str) -> None:

@@ -67,11 +67,27 @@ class SDDModule(EditingMethod):
                 raise UserError(
                     f"method.selection.rule={rule}: expected t < {shape.num_train_timesteps} (the teacher's T)"
                 )
+        if rule == "random" and shape is not None and cfg.selection.random_range[1] >= shape.num_train_timesteps:
+            raise UserError(
+                f"method.selection.random_range={list(cfg.selection.random_range)}: expected timesteps < "
+                f"{shape.num_train_timesteps} (the teacher's T)"
+            )
 
     @classmethod
     def check_edit(cls, cfg: SDDConfig, pre: Preflight) -> None:
         if cfg.edit.photos:  # the photos edit also inverts: its folder, names and lists must be there now
             preflight_data(cfg.edit.photos, "method.edit.photos")
+
+    @classmethod
+    def check_eval(cls, cfg: SDDConfig, pre: Preflight) -> None:
+        """FID/KID against ``eval.reference_dir``: the folder holds images now (listed, none read)."""
+        if cfg.eval.reference_dir and not cfg.eval.folder.pred:
+            from diffedit_lab.evaluation.folder_eval import list_images
+
+            try:
+                list_images(cfg.eval.reference_dir, "reference")
+            except UserError as exc:
+                raise UserError(f"method.eval.reference_dir={cfg.eval.reference_dir}: {exc}") from None
 
     def __init__(self, cfg: SDDConfig):
         super().__init__(cfg)

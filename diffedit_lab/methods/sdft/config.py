@@ -14,11 +14,11 @@ from diffedit_lab.methods.config import (
     check_metrics,
     check_optimizer,
 )
-from diffedit_lab.utils.schema import ConfigError, bounds, target
+from diffedit_lab.utils.schema import ConfigError, bounds, existing, target
 
 Weighting = Literal["p2", "min_snr", "constant"]
 DecoderCDF = Literal["approx", "exact"]  # the normal CDF of L_vb's decoder NLL: guided-diffusion's tanh formula or Φ
-StudentBatching = Literal["auto", "joint", "separate"]  # x_t and ε through the networks: one call | two
+StudentBatching = Literal["joint", "separate"]  # x_t and ε through the networks: one call each | two
 EGSDEForm = Literal["official", "ddim_post_step"]  # EGSDE's own DDPM sampler | the energy step after each DDIM step
 
 
@@ -39,7 +39,7 @@ class LossConfig:
     simple: float = field(metadata=bounds(ge=0))  # weight of L_simple (1 in the paper)
     vb: bool  # add L_vb for learned-σ models (ignored for fixed-σ ones)
     decoder_cdf: DecoderCDF  # L_vb at t = 0; approx = the official code (tanh), exact = Φ
-    student_batching: StudentBatching  # joint: one call on [x_t; ε]; separate: two; auto: joint on CUDA only
+    student_batching: StudentBatching  # joint: one call on [x_t; ε]; separate: x_t, then ε (one backward)
 
     def check(self, key: str) -> None:
         for name in ("distill", "aux"):
@@ -187,8 +187,8 @@ class EvalConfig:
     translation_metrics: list[str]
     translation_methods: list[Literal["sdedit", "egsde"]]
     fid_feature: str | int
-    fid_weights_path: str | None
-    lpips_backbone_path: str | None
+    fid_weights_path: str | None = field(metadata=existing())
+    lpips_backbone_path: str | None = field(metadata=existing())
     kid_subset_size: int = field(metadata=bounds(ge=2))
     folder: FolderEvalConfig
 

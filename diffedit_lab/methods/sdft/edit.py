@@ -108,6 +108,14 @@ def check(cfg, pre) -> list:
         node = OmegaConf.to_container(node, resolve=True)
         node["prior"] = {"_target_": "diffedit_lab.diffusion.priors.UnconditionalPrior"}  # SDFT's EMA is used
         asyrp = validate(AsyrpConfig, node, "method.edit (Asyrp)")
+        if pre.datamodule is not None and hasattr(pre.datamodule, "dataset"):  # what CarvedSplits will need
+            n_target = len(pre.datamodule.dataset("train"))
+            if n_target <= asyrp.fit.num_images:
+                raise UserError(
+                    f"SDFT edit: the target train split has {n_target} images, Asyrp trains on "
+                    f"{asyrp.fit.num_images}: none left to evaluate on (lower it with "
+                    "\"method.edit.overrides=['method.fit.num_images=N']\")"
+                )
         sub = Preflight(pre.run_dir / "edit" / name, list(AsyrpModule.STAGES), AsyrpModule.STAGES, pre.datamodule,
                         "last" if pre.ckpt_path else None, pre.overwrite, pre.cache)  # fmt: skip
         AsyrpModule.check_prior(asyrp, sub, pre.prior_shape(cfg.source))

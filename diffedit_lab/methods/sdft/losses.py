@@ -11,9 +11,10 @@ stopped (the ε prediction is detached, so L_vb trains only the variance channel
 posterior q(x_{t−1} | x_t, x₀) and the model's Gaussian, in bits per dimension, and at t = 0 the discretised
 Gaussian decoder NLL. Only the ε channels are distilled. x_t and ε go through the student (one graph, one backward)
 and through the teacher (no grad) either in one batched call each on [x_t; ε] or in two calls each
-(``loss.student_batching``: ``joint`` | ``separate`` | ``auto`` = joint on CUDA, separate on the CPU); the loss and
-its gradients are the same either way (to float rounding; dropout masks, when the network has dropout, are drawn
-in a different order).
+(``loss.student_batching``: ``joint``, the default, | ``separate``); the loss and its gradients are the same either
+way (to float rounding; dropout masks, when the network has dropout, are drawn in a different order). Joint was
+measured no slower on the CPU at real size (``experiments/bench``: equal with the process keeping its freed memory,
+faster on a contended machine) and is the usual choice on a GPU (one launch sequence for both inputs).
 
 Numerics follow the official code (JiwanHur/SDFT on guided-diffusion's ``gaussian_diffusion.py``/``losses.py``):
 every schedule table (x_t, the x₀ estimate, the posterior) is computed in float64 from float64 betas and cast to
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from diffedit_lab.diffusion import schedule
-from diffedit_lab.methods.sdft.config import DecoderCDF, LossConfig, StudentBatching
+from diffedit_lab.methods.sdft.config import DecoderCDF, LossConfig
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -64,9 +65,17 @@ class PosteriorTable:
         """The tables of a diffusers scheduler's schedule, from its betas recomputed in float64."""
         return cls(schedule.betas_float64(scheduler))
 
+    def on(self, name: str, device: torch.device) -> torch.Tensor:
+        """Table ``name`` on ``device``, copied there once (not once per lookup: on a GPU each copy of a host
+        tensor is a synchronous transfer, ~10 per loss)."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        key = (name, device)
+        if key not in cache:
+            cache[key] = getattr(self, name).to(device)
+        return cache[key]
+
     def gather(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        table = getattr(self, name).to(t.device)
-        return schedule.expand_like(table[t.long()], like)
+        return schedule.expand_like(self.on(name, t.device)[t.long()], like)
 
     def q_sample(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε."""
@@ -158,15 +167,6 @@ def term_weight(kind: str, alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma:
     return schedule.loss_weight(kind, alphas_cumprod, t, gamma=gamma, k=k)
 
 
-def joint_batches(mode: StudentBatching, device: torch.device) -> bool:
-    """Whether x_t and ε go through the networks in one call on [x_t; ε] (``joint``) or in two (``separate``);
-    ``auto``: joint on CUDA (one launch sequence for both, better occupancy), separate elsewhere (on a CPU the
-    doubled batch costs more than two single ones — ``experiments/bench/README.md``)."""
-    if mode == "auto":
-        return device.type == "cuda"
-    return mode == "joint"
-
-
 def sdft_loss(
     student,
     teacher,
@@ -185,7 +185,7 @@ def sdft_loss(
     # the float64-built table when given (as guided-diffusion's q_sample); else the prior's float32 ᾱ
     x_t = table.q_sample(x0, eps, t) if table is not None else schedule.add_noise(x0, eps, alphas_cumprod, t)
     use_distill, use_aux = cfg.lambda_distill > 0, cfg.lambda_aux > 0
-    joint = joint_batches(cfg.student_batching, x0.device)
+    joint = cfg.student_batching == "joint"
     # the student on x_t and on the auxiliary input (exactly the noise ε, at the same t): one call on [x_t; ε]
     # (joint) or two calls (separate); either way one graph, one backward
     if use_aux and joint:

@@ -13,7 +13,6 @@ from diffedit_lab.methods.sdft.config import LossConfig
 from diffedit_lab.methods.sdft.losses import (
     PosteriorTable,
     discretized_gaussian_nll,
-    joint_batches,
     normal_kl,
     sdft_loss,
     vb_term,
@@ -35,6 +34,14 @@ def test_posterior_table_by_hand():
     assert tab.coef_x0.tolist() == pytest.approx([1.0, 0.2 * math.sqrt(0.9) / 0.28, 0.3 * math.sqrt(0.72) / 0.496])
     assert tab.coef_xt.tolist() == pytest.approx([0.0, 0.1 * math.sqrt(0.8) / 0.28, 0.28 * math.sqrt(0.7) / 0.496])
     assert tab.log_beta.tolist() == pytest.approx([math.log(0.1), math.log(0.2), math.log(0.3)])
+
+
+def test_table_lookups_reuse_one_copy_per_device():
+    tab = PosteriorTable(BETAS)
+    first = tab.on("coef_x0", torch.device("cpu"))
+    assert tab.on("coef_x0", torch.device("cpu")) is first and torch.equal(first, tab.coef_x0)
+    t = torch.tensor([2, 0])
+    assert tab.gather("coef_x0", t, torch.zeros(2, 1, 1, 1)).flatten().tolist() == tab.coef_x0[t].tolist()
 
 
 def test_normal_kl_by_hand():
@@ -212,7 +219,7 @@ def test_joint_and_separate_batching_give_the_same_loss_and_gradients(learned):
     x0, eps = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1, torch.randn(3, 3, 16, 16, generator=g)
     t = torch.tensor([0, 400, 999])
     results = {}
-    for mode in ("joint", "separate", "auto"):
+    for mode in ("joint", "separate"):
         student = _tiny(learned, 0)
         cfg = loss_config(lambda_distill=0.1, gamma_distill=3.0, lambda_aux=0.3, gamma_aux=2.0, student_batching=mode)
         terms = sdft_loss(student, teacher, x0, eps, t, cfg, tab)
@@ -228,18 +235,9 @@ def test_joint_and_separate_batching_give_the_same_loss_and_gradients(learned):
         assert torch.allclose(ga[n], gb[n], rtol=1e-5, atol=1e-6), n
     scale = max(float(v.abs().max()) for v in ga.values())
     assert max(float((ga[n] - gb[n]).abs().max()) for n in ga) <= 1e-6 * max(scale, 1.0)
-    # auto on the CPU is separate: bit-identical to it
-    assert torch.equal(results["auto"][0].total, b.total)
-    assert all(torch.equal(results["auto"][1][n], gb[n]) for n in gb)
-
-
-def test_auto_batching_is_joint_on_cuda_only():
-    assert joint_batches("auto", torch.device("cuda", 0)) is True
-    assert joint_batches("auto", torch.device("cpu")) is False
-    assert joint_batches("joint", torch.device("cpu")) is True
-    assert joint_batches("separate", torch.device("cuda")) is False
+    assert loss_config().student_batching == "joint"  # the default
     with pytest.raises(Exception, match="student_batching"):
-        loss_config(student_batching="both")
+        loss_config(student_batching="auto")
 
 
 @pytest.mark.parametrize("learned", [True, False])
@@ -274,7 +272,7 @@ def test_the_teacher_runs_outside_the_students_autocast():
     teacher = Teacher(0.25, 0.0, False, tab.alphas_cumprod)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         sdft_loss(student, teacher, _px(0.5), _px(1.0), torch.tensor([1]), loss_config(), tab)
-    assert seen and not any(seen)  # one call (joint) or one per input (separate: auto on the CPU)
+    assert seen == [False]
 
 
 def test_vb_trains_only_the_variance_channels():
