@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-all demo demo-sdft lint format bench bench-real smoke-real gpu-check clean
+.PHONY: install test test-all test-real demo demo-sdft lint format bench bench-real smoke-real gpu-check clean
 
 install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(PY) -m venv $(VENV)
@@ -15,8 +15,11 @@ install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 test:  ## fast CPU tests (tiny models; slow/gpu tests excluded)
 	$(BIN)/python -m pytest -q
 
-test-all:  ## everything that runs on this machine, slow tests included
-	$(BIN)/python -m pytest -q -m "not gpu"
+test-all:  ## everything that runs on this machine in minutes, slow tests included
+	$(BIN)/python -m pytest -q -m "not gpu and not real"
+
+test-real:  ## one real-shape smoke run per method family through the runner (CPU: ~40 min)
+	$(BIN)/python -m pytest -q -m real
 
 demo:  ## SDD end to end on tiny models + real sample photos (CPU, ~1 min); outputs/demo/runs/<time>/
 	$(BIN)/python -m diffedit_lab experiment=demo

@@ -130,7 +130,7 @@ PRODUCTS = {"sdd": "mapper.pt", "sdft": "sdft.pt", "rectifier": "rectifier.pt", 
             "baselines": "edit/grid.png"}  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.real
 @pytest.mark.parametrize("family", list(SLOW))
 def test_real_shape_smoke_through_the_runner(family, tmp_path, cache_dir):
     name, stages = SLOW[family]
