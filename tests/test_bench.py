@@ -135,3 +135,21 @@ def test_real_without_cuda_runs_the_cpu_real_suites(monkeypatch, tmp_path):
     assert r["rectifier_grouped_over_plain"] == {"real": 1.25} and r["sdd_framework_over_bare_step"] == {"real": 1.01}
     assert set(data["sdft"]) == {"real", "real/b2"}
     assert json.loads((tmp_path / "r.json").read_text())["latency"]["latency_ms_per_image"]["sdd"] == 1.0
+
+
+def test_real_cpu_suites_can_be_picked(monkeypatch, tmp_path):
+    """``--suites sdd`` runs only the real-size SDD step (stubbed), nothing else."""
+    from experiments.bench import latency
+
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "retain_cpu_memory", lambda: None)
+    called = []
+    for name in ("measure_flops", "bench_sdft", "bench_rectifier"):
+        monkeypatch.setattr(bench, name, lambda *a, _n=name, **k: called.append(_n))
+    monkeypatch.setattr(latency, "measure", lambda *a, **k: called.append("latency"))
+    monkeypatch.setattr(bench, "bench_train", lambda *a, **k: called.append("sdd") or {"loss_bare": 1.0})
+    data = bench.main(["--sizes", "real", "--suites", "sdd", "--out", str(tmp_path / "r.json")])
+    assert called == ["sdd"] and data["train_check_real"] == {"loss_bare": 1.0}
+    assert "latency" not in data and "flops" not in data and data["settings"]["cpu_real"]["cpu_malloc"] == "default"
+    with pytest.raises(SystemExit):
+        bench.main(["--sizes", "real", "--suites", "sdd,nope", "--out", str(tmp_path / "r2.json")])

@@ -222,9 +222,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch.set_num_threads for the CPU runs (default 1: tiny ops on a 2-core box thrash with 2)",
     )
+    p.add_argument(
+        "--suites",
+        default="latency,flops,rectifier,sdft,sdd",
+        help="--sizes real on the CPU: which real-size suites to run (comma-separated; default all)",
+    )
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    known = ("latency", "flops", "rectifier", "sdft", "sdd")
+    args.suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    if not set(args.suites) <= set(known):
+        p.error(f"--suites: expected names from {','.join(known)}, got {','.join(args.suites)}")
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
     if args.quick:

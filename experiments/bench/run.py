@@ -59,8 +59,15 @@ RATIOS = {  # name -> (numerator entry, denominator entry)
     "rectifier_step_over_plain": ("rectifier.step.grouped", "rectifier.plain_forward"),
 }
 DEFAULT_SDFT = "sdft_over_naive_step"  # the SDFT step in the default `loss.student_batching` (conf/method/sdft.yaml)
+CPU_REAL_SUITES = ("latency", "flops", "rectifier", "sdft", "sdd")  # --suites: which of them (default all)
 CPU_REAL = dict(  # real sizes on the CPU (`--sizes real` without a GPU): batches and timed calls per suite
-    sdft_batches=(1, 2), sdft_repeats=3, rectifier_batch=2, rectifier_repeats=3, sdd_batch=1, sdd_repeats=2, warmup=1
+    sdft_batches=(1, 2),
+    sdft_repeats=(5, 3),
+    rectifier_batch=2,
+    rectifier_repeats=3,
+    sdd_batch=1,
+    sdd_repeats=2,
+    warmup=1,
 )
 
 
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": [] if cuda or args.sizes == "tiny" else ["real fp16 suites: no CUDA device visible"],
     }
     if cpu_real:
-        results["settings"]["cpu_real"] = dict(CPU_REAL, cpu_malloc=malloc or "default")
+        results["settings"]["cpu_real"] = dict(CPU_REAL, cpu_malloc=malloc or "default", suites=list(args.suites))
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="diffedit_bench_") as tmp:
         for size in sizes:
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 torch.cuda.empty_cache()
             flops_time = {"tiny": 0.05, "real": 1.0}[size]  # seconds each path is timed for at least
             results.setdefault("flops", {})[size] = measure_flops(size, device, args.repeats, flops_time)
-        if "real" in sizes or cpu_real:  # edit latency per image of every method at real size, ratios to SDD
+        if "real" in sizes or (cpu_real and "latency" in args.suites):  # edit latency per image, ratios to SDD
             from experiments.bench.latency import measure as measure_latency
             from experiments.bench.latency import print_latency
 
@@ -152,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["latency"] = measure_latency(Bench(min(args.repeats, 3), 1), device)
             print_latency(results["latency"])
         if cpu_real:
-            cpu_real_suites(bench, results, Path(tmp), min(args.repeats, 3))
+            cpu_real_suites(bench, results, Path(tmp), min(args.repeats, 3), args.suites)
 
     sizes_measured = sizes + ["real"] * cpu_real
     results.update(
@@ -165,12 +172,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def cpu_real_suites(bench: Bench, results: dict[str, Any], work_dir: Path, repeats: int) -> None:
+def cpu_real_suites(
+    bench: Bench, results: dict[str, Any], work_dir: Path, repeats: int, suites: tuple[str, ...] = CPU_REAL_SUITES
+) -> None:
     """The real-size suites without a GPU, the same code as on CUDA at reduced batch (``CPU_REAL``), fp32, every
     core: FLOP throughput, the Rectifier's forward (batch 2, grouped), the SDFT step in both batching modes
     (batch 1 with its parts, batch 2), the SDD training step through the framework vs bare (batch 1)."""
     c, cpu = CPU_REAL, torch.device("cpu")
-    print("[real on cpu: FLOP throughput, Rectifier, SDFT, SDD step]", flush=True)
+    print(f"[real on cpu: {', '.join(s for s in suites if s != 'latency')}]", flush=True)
 
     def suite(name: str, fn) -> Any:  # one failing suite (e.g. out of memory) leaves the others' numbers
         try:
@@ -182,15 +191,18 @@ def cpu_real_suites(bench: Bench, results: dict[str, Any], work_dir: Path, repea
         finally:
             gc.collect()
 
-    results.setdefault("flops", {})["real"] = suite("flops", lambda: measure_flops("real", cpu, repeats=repeats))
-    results.setdefault("rectifier", {})["real"] = suite("rectifier", lambda: bench_rectifier(
-        bench, "real", cpu, c["rectifier_batch"], ("grouped",), c["rectifier_repeats"], c["warmup"]))  # fmt: skip
-    for i, b in enumerate(c["sdft_batches"]):  # the parts of a step at the first batch
-        sdft = functools.partial(bench_sdft, bench, "real", cpu, b, parts=i == 0, repeats=c["sdft_repeats"],
-                                 warmup=c["warmup"])  # fmt: skip
-        results.setdefault("sdft", {})["real" if i == 0 else f"real/b{b}"] = suite(f"sdft_b{b}", sdft)
-    results["train_check_real"] = suite("sdd_step", lambda: bench_train(
-        bench, cpu, work_dir, "real", c["sdd_batch"], repeats=c["sdd_repeats"], warmup=c["warmup"]))  # fmt: skip
+    if "flops" in suites:
+        results.setdefault("flops", {})["real"] = suite("flops", lambda: measure_flops("real", cpu, repeats=repeats))
+    if "rectifier" in suites:
+        results.setdefault("rectifier", {})["real"] = suite("rectifier", lambda: bench_rectifier(
+            bench, "real", cpu, c["rectifier_batch"], ("grouped",), c["rectifier_repeats"], c["warmup"]))  # fmt: skip
+    if "sdft" in suites:
+        for i, (b, r) in enumerate(zip(c["sdft_batches"], c["sdft_repeats"], strict=True)):  # parts at the first
+            sdft = functools.partial(bench_sdft, bench, "real", cpu, b, parts=i == 0, repeats=r, warmup=c["warmup"])
+            results.setdefault("sdft", {})["real" if i == 0 else f"real/b{b}"] = suite(f"sdft_b{b}", sdft)
+    if "sdd" in suites:
+        results["train_check_real"] = suite("sdd", lambda: bench_train(
+            bench, cpu, work_dir, "real", c["sdd_batch"], repeats=c["sdd_repeats"], warmup=c["warmup"]))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

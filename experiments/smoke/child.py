@@ -178,6 +178,7 @@ def _estimate(method, stage, preset, args) -> dict[str, Any]:
             cfg.trainer.precision,
             knobs=preset.memory_knobs,
             batch_key=preset.batch_key,
+            probe_batches=preset.probe_batches,
         )
     except Exception as exc:  # noqa: BLE001 - the stage itself succeeded: record why the estimate did not
         traceback.print_exc()

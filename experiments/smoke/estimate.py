@@ -8,7 +8,9 @@
             ``training_step`` runs on a batch of the preset's configured size under the preset's autocast dtype
             (bf16 on the CPU for ``bf16-mixed`` and ``16-mixed`` — the same bytes). Tensors saved in fp32 inside a
             component that runs in half precision on CUDA (its ``dtype: auto``) count half. Batches above 2 are
-            extrapolated linearly from batches 1 and 2 (the saved bytes are affine in the batch size).
+            extrapolated linearly from batches 1 and 2 (the saved bytes are affine in the batch size); presets too heavy
+            for a second fp32 CPU forward (SDD, Rectifier) scale batch 1 in proportion (their saved tensors are all
+            per sample).
           + 1 GiB for the CUDA context and allocator slack (not in ``max_memory_allocated``).
 
 Backward-pass transients (activation gradients alive at once) are not included: a total close to the budget is
@@ -237,17 +239,19 @@ def estimate(
     budget_gib: float = BUDGET_GIB,
     knobs: dict[str, str] | None = None,
     batch_key: str = "data.batch_size",
+    probe_batches: tuple[int, ...] = (1, 2),
 ) -> dict[str, Any]:
     """Everything above for one training stage of ``method`` (already built and trained by the stage)."""
     static = static_bytes(method)
     amp = autocast_dtype(precision)
     measured: dict[int, int] = {}
-    sizes = [batch_size] if batch_size <= 2 else [1, 2]
+    proportional = tuple(probe_batches) == (1,)
+    sizes = [1] if proportional else [batch_size] if batch_size <= 2 else [1, 2]
     for b in sizes:
         measured[b] = saved_bytes(method, make_batch(b), static["half_modules"], amp)
-    if batch_size <= 2:
-        act = measured[batch_size]
-        per_sample = act / batch_size
+    if proportional or batch_size <= 2:
+        per_sample = measured[sizes[0]] / sizes[0]
+        act = per_sample * batch_size
         intercept = 0.0
     else:
         per_sample = max(measured[2] - measured[1], 0)

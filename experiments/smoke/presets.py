@@ -31,6 +31,9 @@ _SDD_CAPS = [
     "method.eval.metrics=[clip_dir,identity,latent_l2]",
 ]
 
+# SDD on the CPU: batch 1 (its fp32 backward through the VAE encoder at 512 px takes ~4 GB per code)
+_SDD_CPU = ["data.batch_size=1"]
+
 # Asyrp inside SDFT's edit stage (and alone): one image, a 4-point grid (2 trained timesteps ≥ t_edit), 4 steps
 _ASYRP_CAPS = [
     "method.fit.num_images=1",
@@ -101,16 +104,22 @@ _BASELINE_CAPS = [
 ]
 
 
+def _entry(name: str, overrides: list[str]) -> str:
+    return f"method.entries.{name}.overrides=[{','.join(repr(o) for o in overrides)}]"
+
+
+# debug=real_shapes's trainer.max_steps=2 does not reach the nested entries (only `common` does): given here
+_COMPARE_SDD = [*(o for o in _SDD_CAPS if "max_images" not in o), "trainer.max_steps=2"]
+
+
 def _compare_caps() -> list[str]:
-    def entry(name: str, overrides: list[str]) -> str:
-        return f"method.entries.{name}.overrides=[{','.join(repr(o) for o in overrides)}]"
+    entry = _entry
 
     sd_steps = ["method.num_steps=4", "method.eval.metrics=[clip_dir,identity]"]
     return [
         "method.num_images=1",
         "method.figure_images=1",
-        # debug=real_shapes's trainer.max_steps=2 does not reach the nested entries (only `common` does): given here
-        entry("sdd", [*(o for o in _SDD_CAPS if "max_images" not in o), "trainer.max_steps=2"]),
+        entry("sdd", _COMPARE_SDD),
         *(entry(f"sdedit_{a}", [f"method.strength=0.{a // 10}", *sd_steps]) for a in (30, 50, 70)),
         entry("ddib", ["method.num_steps=2", "method.eval.metrics=[clip_dir,identity]"]),
         entry(
@@ -172,6 +181,9 @@ class Preset:
     cpu_caps: list[str] = field(default_factory=list)  # CPU only (the training batch)
     note: str = ""
     peak_gb: float = 8.0  # about the peak RSS of its largest CPU stage (for --wait-for-memory on a shared machine)
+    # the batches the activation bytes are measured at on the CPU: (1, 2) → affine in the batch; (1,) → proportional
+    # (for the heavy fp32 CPU forwards of SDD and the Rectifier, whose saved tensors are all per sample)
+    probe_batches: tuple[int, ...] = (1, 2)
 
     def stage_peak_gb(self, stages: str) -> float:
         """About the peak RSS of a process running ``stages`` (comma list): ``peak_gb`` for a training stage or a
@@ -208,36 +220,41 @@ class Preset:
         return [*out, f"stage=[{','.join(stages)}]", *extra]
 
 
+_SDD_STAGES = ["select", "fit", "edit", "eval"]
+_SDFT_STAGES = ["fit", "sample", "eval", "train_classifier", "translate", "edit"]
+_SDFT_CPU = ["data.batch_size=2", "trainer.accumulate_grad_batches=1"]
+_RECTIFIER_STAGES = ["fit", "reconstruct", "edit", "eval"]
+_PROPORTIONAL = (1,)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("sdd_faces", "sdd", ["method=sdd", "prompt=angry"], ["select", "fit", "edit", "eval"], _SDD_CAPS,
-               note="StyleGAN2 FFHQ 1024 + SD v1.4 teacher; codes from the mapping network", peak_gb=11),
-        Preset("sdd_cat", "sdd", ["method=sdd", "prompt=tabby_cat", "generator=afhq_cat"],
-               ["select", "fit", "edit", "eval"], _SDD_CAPS, note="StyleGAN2 AFHQ-cat 512", peak_gb=10),
-        Preset("sdd_car", "sdd", ["method=sdd", "prompt=red_car", "generator=lsun_car"],
-               ["select", "fit", "edit", "eval"], _SDD_CAPS, note="StyleGAN2 LSUN-car 512×384", peak_gb=10),
-        Preset("sdft_metfaces", "sdft", ["experiment=sdft_metfaces"],
-               ["fit", "sample", "eval", "train_classifier", "translate", "edit"], _sdft_caps(),
-               ["data.batch_size=2", "trainer.accumulate_grad_batches=1"],
-               note="ADM FFHQ-256 student + fp16 teacher, bf16-mixed", peak_gb=7),
-        Preset("sdft_aahq", "sdft", ["experiment=sdft_aahq"],
-               ["fit", "sample", "eval", "train_classifier", "translate", "edit"],
-               [*_sdft_caps(), "data@method.eval.target=samples"],
-               ["data.batch_size=2", "trainer.accumulate_grad_batches=1"], peak_gb=7),
-        Preset("rectifier_celebahq", "rectifier", ["experiment=rectifier_celebahq"],
-               ["fit", "reconstruct", "edit", "eval"], _RECTIFIER_CAPS, ["data.batch_size=1"],
-               note="ddpm-ema-celebahq-256 (fp32) + 292.8M hypernetwork", peak_gb=12),
-        Preset("rectifier_church", "rectifier", ["experiment=rectifier_church"],
-               ["fit", "reconstruct", "edit", "eval"], _RECTIFIER_CAPS, ["data.batch_size=1"],
-               note="ddpm-ema-church-256; the preset's own sequence is fit → reconstruct", peak_gb=12),
+        Preset("sdd_faces", "sdd", ["method=sdd", "prompt=angry"], _SDD_STAGES, _SDD_CAPS, _SDD_CPU,
+               note="StyleGAN2 FFHQ 1024 + SD v1.4 teacher + ArcFace; codes from the mapping network",
+               peak_gb=12, probe_batches=_PROPORTIONAL),
+        Preset("sdd_cat", "sdd", ["method=sdd", "prompt=tabby_cat", "generator=afhq_cat"], _SDD_STAGES, _SDD_CAPS,
+               _SDD_CPU, note="StyleGAN2 AFHQ-cat 512", peak_gb=12, probe_batches=_PROPORTIONAL),
+        Preset("sdd_car", "sdd", ["method=sdd", "prompt=red_car", "generator=lsun_car"], _SDD_STAGES, _SDD_CAPS,
+               _SDD_CPU, note="StyleGAN2 LSUN-car 512×384", peak_gb=12, probe_batches=_PROPORTIONAL),
+        Preset("sdft_metfaces", "sdft", ["experiment=sdft_metfaces"], _SDFT_STAGES, _sdft_caps(), _SDFT_CPU,
+               note="ADM FFHQ-256 student + fp16 teacher, bf16-mixed", peak_gb=12),
+        Preset("sdft_aahq", "sdft", ["experiment=sdft_aahq"], _SDFT_STAGES,
+               [*_sdft_caps(), "data@method.eval.target=samples"], _SDFT_CPU, peak_gb=12),
+        Preset("rectifier_celebahq", "rectifier", ["experiment=rectifier_celebahq"], _RECTIFIER_STAGES,
+               _RECTIFIER_CAPS, ["data.batch_size=1"], note="ddpm-ema-celebahq-256 (fp32) + 292.8M hypernetwork",
+               peak_gb=14, probe_batches=_PROPORTIONAL),
+        Preset("rectifier_church", "rectifier", ["experiment=rectifier_church"], _RECTIFIER_STAGES,
+               _RECTIFIER_CAPS, ["data.batch_size=1"],
+               note="ddpm-ema-church-256; the preset's own sequence is fit → reconstruct",
+               peak_gb=14, probe_batches=_PROPORTIONAL),
         Preset("asyrp_celebahq", "asyrp", ["method=asyrp", "prior=ddpm_celebahq"], ["fit", "edit", "eval"],
                ["data=samples", "data.resolution=256", *_ASYRP_CAPS], peak_gb=5),
         Preset("sdedit_512", "baselines", ["method=sdedit"], ["edit", "eval"],
-               [*_BASELINE_CAPS, "method.num_steps=4"], note="SD v1.4 at 512, strength 0.5: 2 DDIM steps", peak_gb=7),
+               [*_BASELINE_CAPS, "method.num_steps=4"], note="SD v1.4 at 512, strength 0.5: 2 DDIM steps", peak_gb=8),
         Preset("ddib_512", "baselines", ["method=ddib"], ["edit", "eval"], [*_BASELINE_CAPS, "method.num_steps=2"],
-               note="SD v1.4 at 512: 2 inversion + 2 sampling steps", peak_gb=7),
+               note="SD v1.4 at 512: 2 inversion + 2 sampling steps", peak_gb=8),
         Preset("compare_edit", "compare", ["experiment=compare_edit"], ["compare"], _compare_caps(),
-               note="SDD, SDEdit ×3, DDIB, Rectifier as nested runs on one image", peak_gb=12),
+               [_entry("sdd", [*_COMPARE_SDD, *_SDD_CPU])],
+               note="SDD, SDEdit ×3, DDIB, Rectifier as nested runs on one image", peak_gb=15),
     )
 }  # fmt: skip

@@ -139,6 +139,10 @@ def run_process(cmd: list[str], log_path: Path, timeout_s: float) -> dict[str, A
     }
     if timed_out:
         out["error"] = f"timed out after {timeout_s:.0f} s (killed)"
+    elif proc.returncode < 0:  # a signal: SIGKILL from outside is usually the kernel's OOM killer
+        name = signal.Signals(-proc.returncode).name
+        hint = " (out of memory? the kernel's OOM killer sends it)" if name == "SIGKILL" else ""
+        out["error"] = f"killed by {name}{hint}; last output: {last_error_line(log_path)}"
     elif proc.returncode != 0:
         out["error"] = last_error_line(log_path) or f"exit status {proc.returncode}"
     return out
