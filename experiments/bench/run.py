@@ -66,7 +66,7 @@ CPU_REAL = dict(  # real sizes on the CPU (`--sizes real` without a GPU): batche
     rectifier_batch=2,
     rectifier_repeats=3,
     sdd_batch=1,
-    sdd_repeats=2,
+    sdd_repeats=3,
     warmup=1,
 )
 
