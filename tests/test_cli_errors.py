@@ -41,7 +41,10 @@ CASES = [
     (["data=celebahq", "data.num_test=8"], "data.num_test=8"),
     (["data=celebahq", "data.split_mode=sideways"], "data.split_mode"),
     (["data.codes=RANDOM", "stage=select"], "W+ codes"),
-    (["method.weights=/no/such/mapper.pt", "stage=edit"], "method.weights=/no/such/mapper.pt: no such file"),
+    (
+        ["method.weights=/no/such/mapper.safetensors", "stage=edit"],
+        "method.weights=/no/such/mapper.safetensors: no such file",
+    ),
     (["method.eval.fid_feature=inceptoin"], "fid_feature='inceptoin': expected 'inception'"),
 ]
 
@@ -52,7 +55,7 @@ def run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("old_run")
     for name, data in {
         "checkpoints/fit/last.ckpt": b"trained for hours",
-        "mapper.pt": b"exported mapper",
+        "mapper.safetensors": b"exported mapper",
         "metrics.json": b'{"eval/fid": 12.3}',
         "config_resolved.yaml": b"seed: 0\n",
     }.items():

@@ -33,7 +33,7 @@ def test_toy_method_runs_two_training_stages_and_predict(toy, tmp_path):
     out = tmp_path / "run"
     result = run(toy())
     method = result.objects["method"]
-    assert [s.name for s in result.objects["stages"]] == ["shift", "scale", "edit"]
+    assert [s.name for s in result.objects["stages"]] == ["shift", "scale", "edit", "eval"]
     # each training stage had its own trainer, optimiser, max_steps and checkpoint folder
     assert method.optimizers_used == ["Adam", "SGD"]
     shift = torch.load(out / "checkpoints" / "shift" / "last.ckpt", weights_only=True)
@@ -45,11 +45,28 @@ def test_toy_method_runs_two_training_stages_and_predict(toy, tmp_path):
     # the shift stage trained only the offset, the scale stage only the gain
     assert float(shift["state_dict"]["gain"]) == 1.0 and float(shift["state_dict"]["offset"]) != 0.0
     assert float(scale["state_dict"]["offset"]) == float(shift["state_dict"]["offset"])
-    # inference went through the predict loop: images written, metrics from the callback
+    # edit and eval came from the base (the toy wrote only edit_batch): PNGs, grid, latency, its metric suite
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["edit/offset"] == pytest.approx(float(method.offset.detach()), abs=1e-6)
-    assert metrics["edit/num_images"] == len(list((out / "edit" / "edited").glob("*.png"))) > 0
-    assert "edit/l1" in metrics and (out / "edit" / "grid.png").is_file()
+    pngs = len(list((out / "edit" / "edited").glob("*.png")))
+    assert metrics["edit/num_images"] == metrics["eval/num_images"] == pngs >= 2  # the whole (small) test split
+    assert (out / "edit" / "grid.png").is_file() and metrics["edit/latency_ms_per_image"] > 0
+    assert {"edit/l1", "eval/l1", "eval/psnr"} <= set(metrics) and metrics["edit/l1"] == metrics["eval/l1"]
+    assert not (out / "eval").exists()  # eval scores, it writes no images
+
+
+def test_toy_method_gets_a_python_pipeline_for_free(toy, tmp_path):
+    """``load_pipeline(run_dir)``: the config of the run, its trained weights (found in checkpoints/scale/ by the
+    base's lookup, loaded by the base's loader), the method's edit_batch — no pipeline code in the toy."""
+    from diffedit_lab import load_pipeline
+
+    out = tmp_path / "run"
+    trained = run(toy("stage=[shift,scale]")).objects["method"]
+    pipe = load_pipeline(out, device="cpu")
+    assert float(pipe.method.gain) == float(trained.gain) and float(pipe.method.offset) == float(trained.offset)
+    x = torch.linspace(-0.5, 0.5, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    res = pipe(x)
+    torch.testing.assert_close(res.images, (trained.gain * x + trained.offset).clamp(-1, 1).detach())
+    assert res.inputs.shape == x.shape and res.latency_ms_per_image > 0
 
 
 def test_toy_method_config_is_validated_and_debug_limit_applies(toy, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffedit_lab.utils.artifacts import load_artifact
 from tests.helpers import cli_in_process
 
 
@@ -138,7 +139,7 @@ LATE = [
     # the comparison: every entry composed and checked before the first one runs
     (
         "compare",
-        ["experiment=compare_demo", "method.entries.rectifier.weights=/no/such/rectifier.pt"],
+        ["experiment=compare_demo", "method.entries.rectifier.weights=/no/such/rectifier.safetensors"],
         "compare entry 'rectifier'",
     ),  # fmt: skip
     ("compare", ["experiment=compare_demo", "method.entries.ddib.method=nosuch"], "compare entry 'ddib'"),
@@ -162,11 +163,11 @@ def test_a_later_stage_fails_before_the_first_starts(method, overrides, mention,
 
 
 def test_a_wrong_layout_in_the_run_dir_is_one_line_naming_the_keys(files, tmp_path, monkeypatch):
-    """A whole checkpoint with other keys left as the run dir's rectifier.pt: one line with the keys that differ."""
+    """A whole checkpoint with other keys left as the run dir's rectifier export: one line with the keys that differ."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "rectifier.pt").write_bytes(files["layout"].read_bytes())
+    (run / "rectifier.pt").write_bytes(files["layout"].read_bytes())  # an older version's export name: found
     code, err = _cli(run, tmp_path / "cache", "rectifier/tiny", "stage=reconstruct")
     line = _assert_one_error(code, err, "rectifier.pt")
     assert "missing [" in line and "unexpected [" in line
@@ -175,13 +176,13 @@ def test_a_wrong_layout_in_the_run_dir_is_one_line_naming_the_keys(files, tmp_pa
 @pytest.mark.parametrize(
     ("method", "stage", "outputs"),
     [
-        ("sdd/tiny", "fit", ["mapper.pt", "checkpoints/fit/last.ckpt"]),
-        ("sdft/tiny", "fit", ["sdft.pt", "ema_unet/config.json", "checkpoints/fit/last.ckpt"]),
-        ("sdft/tiny", "train_classifier", ["domain_classifier.pt"]),
-        ("rectifier/tiny", "fit", ["rectifier.pt"]),
-        ("rectifier/tiny", "[fit,edit]", ["checkpoints/fit/last.ckpt", "editor.pt"]),
-        ("asyrp/tiny", "fit", ["asyrp.pt", "checkpoints/fit/step_2.ckpt"]),
-        ("sdft/tiny", "[fit,edit]", ["edit/smiling/asyrp.pt"]),  # SDFT's nested Asyrp runs
+        ("sdd/tiny", "fit", ["mapper.safetensors", "checkpoints/fit/last.ckpt"]),
+        ("sdft/tiny", "fit", ["sdft.safetensors", "ema_unet/config.json", "checkpoints/fit/last.ckpt"]),
+        ("sdft/tiny", "train_classifier", ["domain_classifier.safetensors"]),
+        ("rectifier/tiny", "fit", ["rectifier.safetensors"]),
+        ("rectifier/tiny", "[fit,edit]", ["checkpoints/fit/last.ckpt", "editor.safetensors"]),
+        ("asyrp/tiny", "fit", ["asyrp.safetensors", "checkpoints/fit/step_2.ckpt"]),
+        ("sdft/tiny", "[fit,edit]", ["edit/smiling/asyrp.safetensors"]),  # SDFT's nested Asyrp runs
     ],
 )
 def test_a_finished_stage_is_never_started_over(method, stage, outputs, tmp_path, monkeypatch):
@@ -221,16 +222,16 @@ def test_overwrite_moves_the_old_output_aside(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
     (run / "checkpoints" / "fit").mkdir(parents=True)
-    (run / "rectifier.pt").write_bytes(b"old rectifier")
+    (run / "rectifier.safetensors").write_bytes(b"old rectifier")
     (run / "checkpoints" / "fit" / "last.ckpt").write_bytes(b"old checkpoint")
     code, err = _cli(run, tmp_path / "cache", "rectifier/tiny", "stage=fit", "overwrite=true")
     assert code == 0, err[-2000:]
-    moved = sorted(p.name for p in run.glob("rectifier.pt.replaced-*"))
+    moved = sorted(p.name for p in run.glob("rectifier.safetensors.replaced-*"))
     assert len(moved) == 1 and (run / moved[0]).read_bytes() == b"old rectifier"
     old_ckpts = list((run / "checkpoints").glob("fit.replaced-*/last.ckpt"))
     assert len(old_ckpts) == 1 and old_ckpts[0].read_bytes() == b"old checkpoint"
-    assert (run / "rectifier.pt").read_bytes() != b"old rectifier"  # the new one, loadable
-    assert "state_dict" in torch.load(run / "rectifier.pt", weights_only=True)
+    assert (run / "rectifier.safetensors").read_bytes() != b"old rectifier"  # the new one, loadable
+    assert load_artifact(run / "rectifier.safetensors", "rectifier").kind == "artifact"
 
 
 def test_overwrite_must_be_a_boolean(tmp_path):

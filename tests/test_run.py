@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffedit_lab.run import build_method, run
+from diffedit_lab.utils.artifacts import load_artifact
 from diffedit_lab.utils.errors import UserError
 from tests.helpers import run_cli, tiny_overrides
 
@@ -27,7 +28,7 @@ def test_resume_continues_step_count(compose, tmp_path):
     run(compose("stage=fit", "method.fit.steps=4", out_dir=out))
     last = out / "checkpoints" / "fit" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 4
-    first_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
+    first_mapper = load_artifact(out / "mapper.safetensors", "mapper").state
 
     # resume the same run dir with a longer budget: continues from step 4, not from 0
     run(compose("stage=fit", "method.fit.steps=6", "ckpt_path=last", out_dir=out))
@@ -35,7 +36,7 @@ def test_resume_continues_step_count(compose, tmp_path):
     assert ckpt["global_step"] == 6
     assert (out / "checkpoints" / "fit" / "step_000006.ckpt").is_file()
     assert ckpt["sdd_selection"]["timesteps"], "the timestep selection travels with the checkpoint"
-    resumed_mapper = torch.load(out / "mapper.pt", weights_only=True)["mapper"]
+    resumed_mapper = load_artifact(out / "mapper.safetensors", "mapper").state
     assert any(not torch.equal(first_mapper[k], resumed_mapper[k]) for k in first_mapper)
 
 
@@ -44,7 +45,7 @@ def test_ddp_two_cpu_processes(compose, tmp_path):
     result = run(cfg)
     trainer = result.objects["context"].trainer
     assert trainer.world_size == 2  # two processes trained; rank 0 handed its weights back to this process
-    saved = torch.load(tmp_path / "run" / "mapper.pt", weights_only=True)["mapper"]
+    saved = load_artifact(tmp_path / "run" / "mapper.safetensors", "mapper").state
     untrained = build_method(cfg.method).mapper.state_dict()
     assert any(not torch.equal(saved[k], untrained[k]) for k in saved), "the DDP steps updated the mapper"
 
@@ -87,7 +88,7 @@ def test_cli_select_fit_edit_eval(tmp_path, cache_dir):
     assert metrics["select/num_selected"] >= 1 and metrics["eval/num_images"] == 4
     for rel in [
         "config_resolved.yaml",
-        "mapper.pt",
+        "mapper.safetensors",
         "checkpoints/fit/last.ckpt",
         "selection/scores.png",
         "selection/selected.json",
@@ -162,7 +163,7 @@ def test_fixed_rule_skips_the_scan_unless_asked(compose, tmp_path):
 def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     trained = tmp_path / "trained"
     run(compose("stage=[select,fit]", "method.fit.steps=2", out_dir=trained))
-    saved = torch.load(trained / "mapper.pt", weights_only=True)["mapper"]
+    saved = load_artifact(trained / "mapper.safetensors", "mapper").state
 
     # a new run dir with no mapper: a clear error instead of editing with a random mapper
     with pytest.raises(UserError, match="no trained SDD mapper"):
@@ -173,7 +174,7 @@ def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     untrained = build_method(compose().method).mapper.state_dict()
     assert any(not torch.equal(saved[k], untrained[k]) for k in saved), "2 steps moved the mapper off its init"
     last = trained / "checkpoints" / "fit" / "last.ckpt"
-    for source in (f"method.weights={trained / 'mapper.pt'}", f"ckpt_path={last}"):
+    for source in (f"method.weights={trained / 'mapper.safetensors'}", f"ckpt_path={last}"):
         out = tmp_path / source.split("=")[0]
         result = run(compose("stage=[edit,eval]", source, out_dir=out))
         module = result.objects["method"]
@@ -185,6 +186,14 @@ def test_edit_alone_loads_the_trained_mapper(compose, tmp_path):
     # both sources give the same edits (the same trained mapper)
     a, b = (tmp_path / name / "edit" / "edited" / "00000.png" for name in ("method.weights", "ckpt_path"))
     assert a.read_bytes() == b.read_bytes()
+    # a run dir of an older version (its export a torch.save dict, mapper.pt) still loads, to the same edits
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    art = load_artifact(trained / "mapper.safetensors", "mapper")
+    assert art.kind == "artifact" and art.config["prompt"] == "angry face" and art.config["selection"]["timesteps"]
+    torch.save({"mapper": art.state, **art.config}, legacy / "mapper.pt")
+    run(compose("stage=edit", out_dir=legacy))
+    assert (legacy / "edit" / "edited" / "00000.png").read_bytes() == a.read_bytes()
     # the Lightning checkpoint itself loads with weights_only=True (no pickled config objects)
     torch.load(trained / "checkpoints" / "fit" / "last.ckpt", weights_only=True)
 
@@ -200,7 +209,7 @@ def test_ckpt_path_last_without_checkpoint_is_a_user_error(compose, tmp_path):
 def test_later_stages_on_the_same_run_dir_keep_earlier_metrics_and_prompt_must_match(compose, tmp_path):
     out = tmp_path / "run"
     run(compose("stage=[select,fit]", "method.fit.steps=2", out_dir=out))
-    run(compose("stage=edit", out_dir=out))  # picks up <run>/mapper.pt
+    run(compose("stage=edit", out_dir=out))  # picks up <run>/mapper.safetensors
     metrics = json.loads((out / "metrics.json").read_text())
     assert "select/num_selected" in metrics and "edit/num_images" in metrics and "train/loss" in metrics
     assert len(list(out.glob("config_resolved*.yaml"))) == 2

@@ -126,8 +126,8 @@ SLOW = {  # family -> (preset, its cheapest real-shape stage sequence)
     "asyrp": ("asyrp_celebahq", "fit,edit,eval"),
     "baselines": ("sdedit_512", "edit,eval"),
 }
-PRODUCTS = {"sdd": "mapper.pt", "sdft": "sdft.pt", "rectifier": "rectifier.pt", "asyrp": "asyrp.pt",
-            "baselines": "edit/grid.png"}  # fmt: skip
+PRODUCTS = {"sdd": "mapper.safetensors", "sdft": "sdft.safetensors", "rectifier": "rectifier.safetensors",
+            "asyrp": "asyrp.safetensors", "baselines": "edit/grid.png"}  # fmt: skip
 
 
 @pytest.mark.real

@@ -237,6 +237,43 @@ class EditingMethod(LightningModule):
         stage and its :class:`~diffedit_lab.pipelines.EditPipeline` both call it."""
         raise NotImplementedError(f"{type(self).__name__} has no edit_batch")
 
+    def edit_generator(self) -> torch.Generator | None:
+        """The random stream an edit pass hands ``edit_batch`` for the whole split (default None: the method seeds
+        its own draws, e.g. per item)."""
+        return None
+
+    def edit_extras(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Images an edit pass writes beside the source and result, made outside the timed edit (default none)."""
+        return {}
+
+    def edit_metrics(self) -> Sequence[str]:
+        """What the ``edit`` stage scores beside its latency (default nothing: ``eval`` scores)."""
+        return ()
+
+    def ensure_used(self, ctx: StageContext) -> None:
+        """Load what the current stage uses (``stage_uses``) when its training stage did not run here."""
+        uses = self.stage_uses(self.stage, self.cfg) if self.stage is not None else None
+        if uses is not None:
+            self.ensure_trained(ctx, uses)
+
+    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
+        """Edit the first ``edit.max_images`` test images (PNGs, grid, latency, :meth:`edit_metrics`)."""
+        from diffedit_lab.methods.editing import edit_pass
+
+        self.ensure_used(ctx)
+        return edit_pass(self, ctx, "edit", self.cfg.edit, self.edit_metrics())
+
+    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
+        """Score the edits of the first ``eval.max_images`` test images with ``eval.metrics`` (no PNGs), or two
+        folders of images (``eval.folder.pred``/``ref``)."""
+        from diffedit_lab.methods.editing import edit_pass
+
+        e = self.cfg.eval
+        if self.scores_folder(self.stage, self.cfg):
+            return self.evaluate_folder(ctx, e.folder)
+        self.ensure_used(ctx)
+        return edit_pass(self, ctx, "eval", e, e.metrics, write=False)
+
     @classmethod
     def pipeline_stages(cls, cfg: Any) -> tuple[str, ...]:
         """The training stages whose products a pipeline loads (default: what ``EDIT_STAGE`` uses)."""
@@ -305,8 +342,19 @@ class EditingMethod(LightningModule):
         self._trained_stages.add(train_stage)
 
     def load_trained(self, path: Path, train_stage: str) -> None:
-        """Load the product of ``train_stage`` from ``path`` (an export or a Lightning checkpoint)."""
-        raise NotImplementedError(f"{type(self).__name__} has no trained weights to load for {train_stage}")
+        """Load the product of ``train_stage`` from ``path`` — an artifact (:mod:`~diffedit_lab.utils.artifacts`),
+        an old export or a Lightning checkpoint of this method — into this module's own tensors (strict on what
+        the file holds: every entry must exist here with its shape). Methods whose exports hold more override it."""
+        from diffedit_lab.utils.artifacts import load_artifact
+
+        what = f"trained {train_stage} weights of {type(self).__name__}"
+        state = load_artifact(path, what).state
+        own = self.state_dict()
+        unknown = [k for k in state if k not in own or own[k].shape != state[k].shape]
+        if not state or unknown:
+            raise UserError(f"{what}: '{path}' does not match this model ({len(unknown)} entries differ, e.g. "
+                            f"{unknown[:3]})")  # fmt: skip
+        self.load_state_dict(state, strict=False)
 
     def trained_weights_path(self, ctx: StageContext, train_stage: str) -> Path:
         """Where an inference stage finds what ``train_stage`` produced when it did not run in this invocation

@@ -126,6 +126,17 @@ def check_optimizer(key: str, optim: dict[str, Any]) -> None:
 
 
 @dataclass
+class EditImagesConfig:
+    """``edit`` of the shared edit pass (:mod:`diffedit_lab.methods.editing`): the first ``max_images`` test
+    images (null = all), ``batch_size`` at a time, and a before/after grid of up to ``grid_max`` pairs."""
+
+    max_images: int | None = field(metadata=bounds(ge=1))
+    batch_size: int = field(metadata=bounds(ge=1))
+    grid_columns: int = field(metadata=bounds(ge=1))
+    grid_max: int = field(metadata=bounds(ge=0))
+
+
+@dataclass
 class EditEvalConfig:
     """``eval`` of an editing method: metrics over the first ``max_images`` test images (edited as in ``edit``), or
     any folder pair (``folder.pred``/``folder.ref``)."""

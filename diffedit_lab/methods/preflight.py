@@ -64,7 +64,7 @@ class Preflight:
 
 def finished_outputs(stage: Stage, run_dir: Path) -> list[Path]:
     """What ``stage`` left in ``run_dir``: its exported files and its checkpoint folder."""
-    found = [run_dir / o for o in stage.outputs if (run_dir / o).exists()]
+    found = [run_dir / o for o in stage.finished if (run_dir / o).exists()]
     ckpts = run_dir / "checkpoints" / stage.name
     if latest_checkpoint(ckpts) is not None:
         found.append(ckpts)
@@ -133,7 +133,7 @@ def find_trained(cfg: Any, run_dir: Path, ckpt_path: str | None, train: Stage) -
         candidates.append(latest_checkpoint(run_dir / "checkpoints" / train.name))
     elif ckpt_path:
         candidates.append(Path(ckpt_path).expanduser())
-    candidates += [run_dir / o for o in train.outputs[:1]]
+    candidates += [run_dir / o for o in train.export]
     candidates.append(latest_checkpoint(run_dir / "checkpoints" / train.name))
     return next((c for c in candidates if c is not None and c.is_file()), None)
 

@@ -61,6 +61,19 @@ class Stage:
         if self.train:
             object.__setattr__(self, "distributed", True)
 
+    @property
+    def export(self) -> tuple[str, ...]:
+        """The export later invocations load, first under its name and then under the name older versions wrote
+        (``x.safetensors`` was ``x.pt``: old run dirs still load)."""
+        first = self.outputs[:1]
+        return first + tuple(o.removesuffix(".safetensors") + ".pt" for o in first if o.endswith(".safetensors"))
+
+    @property
+    def finished(self) -> tuple[str, ...]:
+        """Every file/folder that marks this stage as done in a run dir (``outputs`` and their old names)."""
+        old = tuple(o.removesuffix(".safetensors") + ".pt" for o in self.outputs if o.endswith(".safetensors"))
+        return self.outputs + old
+
 
 def instantiate_all(group: DictConfig | None, stage_values: dict[str, Any] | None = None) -> list:
     """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → []). An entry's ``_stage_``

@@ -106,5 +106,5 @@ def test_bad_values_stop_at_start(method, override, match, compose_m):
 
 
 def test_latent_codes_are_refused_with_a_clear_line(compose_m):
-    with pytest.raises(UserError, match="edits images"):
+    with pytest.raises(UserError, match=r"method=sdedit \(edit\) needs images: data=LatentCodesDataModule"):
         run(compose_m("sdedit", "data=latents", "~data.max_images", "~data.resolution", "stage=edit"))

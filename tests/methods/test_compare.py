@@ -77,7 +77,7 @@ def test_compare_writes_one_row_per_method_on_the_same_images(compose_compare, t
     rect_run = out / "methods" / "rectifier"
     rect = _metrics(rect_run)
     assert float(rows[3]["train_s"]) == pytest.approx(rect["time/fit_s"] + rect["time/edit_s"], rel=1e-6)
-    assert "time/reconstruct_s" not in rect and (rect_run / "rectifier.pt").is_file()
+    assert "time/reconstruct_s" not in rect and (rect_run / "rectifier.safetensors").is_file()
     assert float(rows[3]["latency_ms_per_image"]) == pytest.approx(rect["edit/latency_ms_per_image"])
     for f in ("comparison.md", "comparison.png", "report.md"):
         assert (out / f).is_file(), f
@@ -86,15 +86,19 @@ def test_compare_writes_one_row_per_method_on_the_same_images(compose_compare, t
 
     # trained weights given by path are reused: no training, same mapper → the same SDD numbers; the Rectifier
     # skips fit and trains only its editor (edit), from the given rectifier → the same edits as above
-    weights = out / "methods" / "sdd" / "mapper.pt"
-    reuse = [f"method.entries.sdd.weights={weights}", f"method.entries.rectifier.weights={rect_run / 'rectifier.pt'}"]
+    weights = out / "methods" / "sdd" / "mapper.safetensors"
+    reuse = [
+        f"method.entries.sdd.weights={weights}",
+        f"method.entries.rectifier.weights={rect_run / 'rectifier.safetensors'}",
+    ]
     only = ["~method.entries.sdedit_30", "~method.entries.ddib"]
     again = run(compose_compare(*reuse, *only, out=tmp_path / "again"))
     assert again.metrics["compare/sdd/train_s"] == 0
     assert again.metrics["compare/sdd/clip_dir"] == pytest.approx(float(rows[0]["clip_dir"]), abs=1e-5)
     rect_again = _metrics(tmp_path / "again" / "methods" / "rectifier")
     assert (
-        "time/fit_s" not in rect_again and not (tmp_path / "again" / "methods" / "rectifier" / "rectifier.pt").exists()
+        "time/fit_s" not in rect_again
+        and not (tmp_path / "again" / "methods" / "rectifier" / "rectifier.safetensors").exists()
     )
     assert rect_again["time/edit_s"] > 0  # the editor is trained even with given weights: a training cost
     assert again.metrics["compare/rectifier/train_s"] == pytest.approx(rect_again["time/edit_s"])

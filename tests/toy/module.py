@@ -2,8 +2,9 @@
 module and its config folder (here ``tests/toy/module.py`` + ``tests/toy/conf/method/toy*``, put on Hydra's search
 path) — no change to ``run.py``, the trainer/callback/debug configs or the shared test fixtures.
 
-It has two training stages with their own optimisers (like Rectifier's reconstruction then editing) and an
-inference stage through the predict loop with the shared writer and metrics callbacks.
+It has two training stages with their own optimisers (like Rectifier's reconstruction then editing). Its edit is
+``edit_batch`` alone: the ``edit`` and ``eval`` stages (writer, grid, latency, metric suite), the Python pipeline
+(``load_pipeline(run_dir)``), its trained-weights lookup and loading come from the base.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffedit_lab.callbacks.metrics import MetricsCallback
-from diffedit_lab.callbacks.predictions import ImageWriter
-from diffedit_lab.evaluation.suite import MetricSuite
 from diffedit_lab.methods.base import EditingMethod
-from diffedit_lab.methods.config import TrainStageConfig
+from diffedit_lab.methods.config import EditEvalConfig, EditImagesConfig, TrainStageConfig
 from diffedit_lab.methods.stage import Stage
 from diffedit_lab.utils.schema import bounds, target
 
@@ -30,11 +28,19 @@ class ToyConfig:
     shift: TrainStageConfig  # learn an offset (Adam)
     scale: TrainStageConfig  # then a gain (SGD)
     goal: float = field(metadata=bounds(ge=-1, le=1))
+    edit: EditImagesConfig
+    eval: EditEvalConfig
 
 
 class ToyMethod(EditingMethod):
     Config = ToyConfig
-    STAGES = (Stage("shift", train=True), Stage("scale", train=True), Stage("edit"))
+    STAGES = (
+        Stage("shift", train=True),
+        Stage("scale", train=True),
+        Stage("edit", uses="scale"),
+        Stage("eval", uses="scale"),
+    )
+    EDIT_STAGE = "edit"
 
     def __init__(self, cfg: ToyConfig) -> None:
         super().__init__(cfg)
@@ -50,6 +56,7 @@ class ToyMethod(EditingMethod):
 
     def stage_scale(self, ctx) -> None:
         self.run_training(ctx, self.cfg.scale)
+        self.mark_trained("scale")
 
     def configure_optimizers(self):
         if self.stage.name == "shift":
@@ -63,21 +70,10 @@ class ToyMethod(EditingMethod):
         x = batch["image"]
         return ((self(x) - (x + self.cfg.goal)) ** 2).mean()
 
-    def stage_edit(self, ctx) -> None:
-        writer = ImageWriter(ctx.run_dir / "edit", grid_keys=("source", "edited"), log_key="edit/grid")
-        scorer = MetricsCallback(lambda: MetricSuite(["l1"]), prefix="edit")
+    @torch.no_grad()
+    def edit_batch(self, batch, generator=None) -> dict[str, torch.Tensor]:
+        x = batch["image"].to(self.device).float()
+        return {"source": x, "edited": self(x).clamp(-1, 1)}
 
-        @torch.no_grad()
-        def step(batch, batch_idx):
-            x = batch["image"].to(self.device)
-            y = self(x)
-            names = [f"{int(i):05d}" for i in batch["index"]]
-            return {
-                "names": names,
-                "images": {"source": x, "edited": y},
-                "metrics": {"paired": (y, x), "scalars": {"offset": self.offset.detach().expand(len(x))}},
-            }
-
-        ctx.datamodule.setup("test")
-        self.run_predict(ctx, ctx.datamodule.test_dataloader(), step, callbacks=[writer, scorer])
-        ctx.write_metrics(scorer.result | {"edit/num_images": float(writer.count)})
+    def edit_metrics(self) -> list[str]:
+        return ["l1"]

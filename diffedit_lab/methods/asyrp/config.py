@@ -108,7 +108,7 @@ class EvalConfig(EditEvalConfig):
 class AsyrpConfig:
     target: str = target()
     name: str
-    weights: str | None  # a trained <run>/asyrp.pt or checkpoints/fit/*.ckpt for edit/eval alone
+    weights: str | None  # a trained <run>/asyrp.safetensors or checkpoints/fit/*.ckpt for edit/eval alone
     seed: int = field(metadata=bounds(ge=0))  # the order of the training images per epoch
     prior: Component  # the frozen unconditional prior (any UNet2DModel folder)
     clip: Component | None

@@ -12,7 +12,7 @@ Reuse from another method (e.g. SDFT editing with its fine-tuned EMA)::
 
     asyrp = AsyrpModule.with_prior(method_node, prior)          # the given prior object is used as is
     sub = dataclasses.replace(ctx, run_dir=ctx.run_dir / "asyrp", metrics={})
-    for stage in asyrp.STAGES:                                   # checkpoints/, edit/, asyrp.pt inside sub.run_dir
+    for stage in asyrp.STAGES:                     # checkpoints/, edit/, asyrp.safetensors inside sub.run_dir
         asyrp.run_stage(stage, sub)
 
 or a nested run: ``method=asyrp prior.source=<sdft run>/ema_unet`` (any prior config with a ``source``).
@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffedit_lab.diffusion.priors.shape import PriorShape
-from diffedit_lab.methods.asyrp import inference, pairs, process
+from diffedit_lab.methods.asyrp import pairs, process
 from diffedit_lab.methods.asyrp.config import AsyrpConfig
 from diffedit_lab.methods.asyrp.hspace import DeltaBlock, HSpaceShift, build_delta
 from diffedit_lab.methods.asyrp.losses import asyrp_loss, text_cosine
@@ -37,15 +37,15 @@ from diffedit_lab.methods.asyrp.pairs import fit_images
 from diffedit_lab.methods.base import EditingMethod
 from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.utils.artifacts import save_artifact
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
-from diffedit_lab.utils.io import atomic_torch_save
 from diffedit_lab.utils.schema import validate
 from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
-EXPORT = "asyrp.pt"  # the trained Δh network (state dict + what it was trained with)
+EXPORT = "asyrp.safetensors"  # the trained Δh network (state dict + what it was trained with)
 
 
 class AsyrpModule(EditingMethod):
@@ -219,19 +219,17 @@ class AsyrpModule(EditingMethod):
         ctx.write_metrics(metrics)
         return metrics
 
-    def stage_edit(self, ctx: StageContext) -> dict[str, float] | None:
-        self.ensure_trained(ctx)
-        return inference.run_edit(self, ctx)
+    # edit / eval: the shared passes (``methods.editing``) over ``edit_batch``; Asyrp's edit stage also scores
+    # ``eval.metrics`` and writes the unedited reconstruction from the same latents (``edit.reconstruction``)
+    def edit_metrics(self) -> list[str]:
+        return list(self.cfg.eval.metrics)
 
-    def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
-        if self.cfg.eval.folder.pred:
-            return self.evaluate_folder(ctx, self.cfg.eval.folder)
-        self.ensure_trained(ctx)
-        return inference.run_eval(self, ctx)
+    def edit_extras(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"reconstruction": self.reconstruct(out["latents"])} if self.cfg.edit.reconstruction else {}
 
     # --- trained weights --------------------------------------------------------------------------------------
     def export(self, run_dir: Path) -> Path:
-        """``<run>/asyrp.pt``: the Δh network's state dict (``delta.*``) and the settings it was trained with."""
+        """``<run>/asyrp.safetensors``: the Δh network (``delta.*``); the settings it was trained with as config."""
         c = self.cfg
         meta = {
             "prompt": c.prompt.text,
@@ -242,7 +240,7 @@ class AsyrpModule(EditingMethod):
             "prior": str(c.prior.get("source", "")),
         }
         state = {f"delta.{k}": v.detach().cpu() for k, v in self.delta.state_dict().items()}
-        return atomic_torch_save({"state_dict": state, "meta": meta}, Path(run_dir) / EXPORT)
+        return save_artifact(Path(run_dir) / EXPORT, state, {"method": "asyrp", **meta})
 
     def load_trained(self, path: str | Path, train_stage: str = "fit") -> None:
         self.build_networks()

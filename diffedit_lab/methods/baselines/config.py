@@ -5,16 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from diffedit_lab.methods.config import Component, EditEvalConfig, PromptConfig
+from diffedit_lab.methods.config import Component, EditEvalConfig, EditImagesConfig, PromptConfig
 from diffedit_lab.utils.schema import ConfigError, bounds, target
-
-
-@dataclass
-class BaselineEditConfig:
-    max_images: int | None = field(metadata=bounds(ge=1))  # the first N test images
-    batch_size: int = field(metadata=bounds(ge=1))
-    grid_columns: int = field(metadata=bounds(ge=1))
-    grid_max: int = field(metadata=bounds(ge=0))
 
 
 @dataclass
@@ -32,7 +24,7 @@ class TextEditConfig:
     num_steps: int = field(metadata=bounds(ge=1, le=1000))
     guidance_scale: float = field(metadata=bounds(ge=0))
     seed: int = field(metadata=bounds(ge=0))
-    edit: BaselineEditConfig
+    edit: EditImagesConfig
     eval: EditEvalConfig
 
 

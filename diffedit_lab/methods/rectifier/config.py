@@ -161,8 +161,8 @@ class EvalConfig:
 class RectifierConfig:
     target: str = target()
     name: str
-    weights: str | None  # a trained rectifier (<run>/rectifier.pt or checkpoints/fit/*.ckpt)
-    editor_weights: str | None  # a trained editor for stage apply (<run>/editor.pt or checkpoints/edit/*.ckpt)
+    weights: str | None  # a trained rectifier (<run>/rectifier.safetensors or checkpoints/fit/*.ckpt)
+    editor_weights: str | None  # a trained editor for stage apply (<run>/editor.safetensors or checkpoints/edit/*.ckpt)
     base: Component  # the frozen pretrained prior (prior=ddpm_celebahq …)
     base_dtype: str  # fp32 only (see FP32_ONLY): fp16/bf16/auto are refused at start-up
     clip: Component | None

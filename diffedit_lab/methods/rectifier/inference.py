@@ -5,8 +5,9 @@
   against the inputs and the noise-prediction error ``eps_mse`` (‖ε − ε̂(x_t, t)‖² on the test images at the
   schedule's timesteps, our reading of the paper's posterior-mean gap ‖Δe‖²) → one table
   (``reconstruct/table.csv``/``.md``), ``metrics.json``, PNGs and a grid;
-* ``edit`` (after its training) / ``apply``: each test image is inverted (with the rectifier, or the plain model)
-  and sampled through the whole trajectory with the editor → ``edit/source``, ``edit/edited``, ``grid.png``, and
+* ``edit`` (after its training) / ``apply``: the shared edit pass (:mod:`diffedit_lab.methods.editing`) over
+  ``edit_batch``: each test image is inverted (with the rectifier, or the plain model) and sampled through the
+  whole trajectory with the editor → ``edit/source``, ``edit/edited``, ``grid.png``, and
   directional CLIP, identity, FID (edits vs sources), LPIPS to the source and ``edit/latency_ms_per_image`` (the
   inversion and the sampling of a batch over its size, as the baselines time their edits);
 * ``eval``: any folder pair (``eval.folder.pred``/``ref``), by default this run's ``edit/edited`` vs ``edit/source``.
@@ -29,7 +30,6 @@ from diffedit_lab.methods.rectifier.config import EPS_MSE
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.io import atomic_write
-from diffedit_lab.utils.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -148,43 +148,6 @@ def run_reconstruct(module, ctx: StageContext) -> dict[str, float]:
     _write_table(out / "table", {"base" if k == "base" else "rectifier": v for k, v in reversed(rows.items())})
     ctx.write_metrics(metrics)
     log.info("reconstruct (%d images, %d steps, keys %s): %s", n, r.steps, keys, rows)
-    return metrics
-
-
-def run_edit(module, ctx: StageContext) -> dict[str, float]:
-    """Edit the test images with the trained editor: invert, then sample the whole trajectory modulated."""
-    s = module.cfg.edit.sample
-    loader = test_loader(module, ctx, s.max_images, s.batch_size)
-    n = len(loader.dataset)
-    out = ctx.run_dir / "edit"
-    writer = ImageWriter(out, grid_keys=("source", "edited"), grid_columns=s.grid_columns, grid_max=s.grid_max,
-                         log_key="edit/grid")  # fmt: skip
-    scorer = MetricsCallback(module.metric_suite(s.metrics, module.cfg.eval, n), "edit")
-    module.rectifier.eval()
-    module.editor.eval()
-
-    @torch.no_grad()
-    def step(batch: dict, batch_idx: int) -> dict:
-        with Stopwatch(module.device) as sw:
-            out = module.edit_batch(batch)
-        x0, edited = out["source"], out["edited"]
-        latency = torch.full((len(x0),), sw.ms / len(x0))
-        return {
-            "names": _names(batch),
-            "images": {"source": x0, "edited": edited},
-            "metrics": {
-                "edit": (x0, edited),
-                "paired": (edited, x0),
-                "fake": edited,
-                "real": x0,
-                "scalars": {"latency_ms_per_image": latency},
-            },
-        }
-
-    module.run_predict(ctx, loader, step, callbacks=[writer, scorer])
-    metrics = {**scorer.result, "edit/num_images": float(n)}
-    ctx.write_metrics(metrics)
-    log.info("edit '%s' (%d images): %s", module.cfg.prompt.text, n, {k: round(v, 5) for k, v in metrics.items()})
     return metrics
 
 

@@ -4,8 +4,8 @@ A frozen pixel U-Net (``method.base``: google/ddpm-ema-celebahq-256, ddpm-ema-ch
 or the tiny random prior of tests) is modulated per sample by a hypernetwork (:mod:`diffedit_lab.models.rectifier`).
 Two networks are trained, in two training stages with their own Trainers and ``checkpoints/<stage>/``:
 
-* ``rectifier`` (stage ``fit``): reconstruction, the noise-fitting loss → ``rectifier.pt``;
-* ``editor`` (stage ``edit``): Algorithm 1 for the prompt → ``editor.pt``. The editor is a COPY of the trained
+* ``rectifier`` (stage ``fit``): reconstruction, the noise-fitting loss → ``rectifier.safetensors``;
+* ``editor`` (stage ``edit``): Algorithm 1 for the prompt → ``editor.safetensors``. The editor is a COPY of the trained
   rectifier fine-tuned for the attribute (the paper "reuses the rectifier" and builds editing "upon the model
   pretrained by the rectifier part"); the rectifier itself stays untouched, so reconstructions, and the
   inversion of the images to edit, keep using it, and one rectifier serves every prompt.
@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from diffedit_lab.diffusion.priors import UnconditionalPrior
 from diffedit_lab.methods.base import EditingMethod
+from diffedit_lab.methods.editing import edit_pass
 from diffedit_lab.methods.preflight import Preflight
 from diffedit_lab.methods.rectifier import inference
 from diffedit_lab.methods.rectifier.config import RectifierConfig
@@ -33,17 +34,17 @@ from diffedit_lab.methods.rectifier.losses import draw_timesteps, edit_loss, fit
 from diffedit_lab.methods.rectifier.rectified import RectifiedPrior, rectified_eps
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.models.rectifier import RectifierNet, select_layers
+from diffedit_lab.utils.artifacts import save_artifact
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
-from diffedit_lab.utils.io import atomic_torch_save
 from diffedit_lab.utils.rng import seeded
 from diffedit_lab.utils.schema import ConfigError
 from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
-EXPORT = "rectifier.pt"
-EDITOR = "editor.pt"
+EXPORT = "rectifier.safetensors"
+EDITOR = "editor.safetensors"
 
 
 class RectifierModule(EditingMethod):
@@ -199,13 +200,18 @@ class RectifierModule(EditingMethod):
         if ctx.global_rank == 0:
             self.export(ctx.run_dir / EDITOR, "editor")
         ctx.write_metrics(metrics)
-        return metrics | (inference.run_edit(self, ctx) or {})
+        return metrics | self.edit_test_images(ctx)
 
     def stage_apply(self, ctx: StageContext) -> dict[str, float] | None:
         if self.cfg.edit.sample.invert_with == "rectified":
             self.ensure_trained(ctx, "fit")
         self.ensure_trained(ctx, "edit")
-        return inference.run_edit(self, ctx)
+        return self.edit_test_images(ctx)
+
+    def edit_test_images(self, ctx: StageContext) -> dict[str, float]:
+        """The shared edit pass (``methods.editing``) over ``edit_batch``: invert, sample with the editor."""
+        s = self.cfg.edit.sample
+        return edit_pass(self, ctx, "edit", s, s.metrics)
 
     def stage_eval(self, ctx: StageContext) -> dict[str, float] | None:
         return inference.run_eval(self, ctx)
@@ -228,7 +234,7 @@ class RectifierModule(EditingMethod):
     def export(self, path: Path, which: str) -> None:
         net = getattr(self, which)
         state = {f"{which}.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
-        atomic_torch_save({"state_dict": state, "layers": [s.name for s in net.layers]}, path)
+        save_artifact(path, state, {"method": "rectifier", "network": which, "layers": [s.name for s in net.layers]})
 
     def load_trained(self, path: Path, train_stage: str) -> None:
         """Load the ``<net>.*`` entries of an export or a Lightning checkpoint into the network ``train_stage``

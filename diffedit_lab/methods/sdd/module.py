@@ -26,7 +26,7 @@ from diffedit_lab.methods.preflight import Preflight, preflight_data
 from diffedit_lab.methods.sdd import codes, inference, scan
 from diffedit_lab.methods.sdd import selection as sel
 from diffedit_lab.methods.sdd.config import SDDConfig
-from diffedit_lab.methods.sdd.weights import load_mapper, save_mapper
+from diffedit_lab.methods.sdd.weights import EXPORT, load_mapper, save_mapper
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.models.mapper import LevelsMapper
 from diffedit_lab.utils.errors import UserError
@@ -40,7 +40,7 @@ class SDDModule(EditingMethod):
     EDIT_STAGE = "edit"
     STAGES = (
         Stage("select", distributed=True, needs=("teacher", "generator")),
-        Stage("fit", train=True, needs=("teacher", "generator"), outputs=("mapper.pt",), product="SDD mapper"),
+        Stage("fit", train=True, needs=("teacher", "generator"), outputs=(EXPORT,), product="SDD mapper"),
         Stage("edit", needs=("generator",), uses="fit"),
         Stage("eval", needs=("generator", "clip"), uses="fit"),
     )
@@ -192,15 +192,19 @@ class SDDModule(EditingMethod):
     def stage_fit(self, ctx: StageContext) -> dict[str, float]:
         self.ensure_selection(ctx)
         metrics = self.run_training(ctx, self.cfg.fit)
-        save_mapper(self, ctx.run_dir / "mapper.pt")
+        save_mapper(self, ctx.run_dir / EXPORT)
         self.mark_trained("fit")
         ctx.write_metrics(metrics)
         return metrics
 
     def stage_edit(self, ctx: StageContext) -> dict[str, float]:
+        self.ensure_used(ctx)
         return inference.run_edit(self, ctx)
 
     def stage_eval(self, ctx: StageContext) -> dict[str, float]:
+        if self.scores_folder(self.stage, self.cfg):
+            return self.evaluate_folder(ctx, self.cfg.eval.folder)
+        self.ensure_used(ctx)
         return inference.run_eval(self, ctx)
 
     def load_trained(self, path: Path, train_stage: str = "fit") -> None:

@@ -1,47 +1,50 @@
-"""SDD's exported weights: ``mapper.pt`` (mapper + levels + edit scale + prompt + selection), and loading a mapper
-back from it or from a Lightning checkpoint of the ``fit`` stage — safely, with the prompt checked."""
+"""SDD's exported weights: ``mapper.safetensors`` (the mapper's tensors; its levels, edit scale, prompt and timestep
+selection in the artifact's config), and loading a mapper back from it, from an old ``mapper.pt`` or from a
+Lightning checkpoint of the ``fit`` stage — safely, with the prompt checked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from diffedit_lab.methods.sdd import selection as sel
+from diffedit_lab.utils.artifacts import load_artifact, save_artifact
 from diffedit_lab.utils.errors import UserError
-from diffedit_lab.utils.io import atomic_torch_save, load_weights
+
+EXPORT = "mapper.safetensors"
 
 
-def save_mapper(module, path: Path) -> None:
-    atomic_torch_save(
+def save_mapper(module, path: Path) -> Path:
+    return save_artifact(
+        path,
+        module.mapper.state_dict(),
         {
-            "mapper": module.mapper.state_dict(),
-            "levels": module.mapper.levels,
-            "edit_scale": module.mapper.edit_scale,
+            "method": "sdd",
+            "levels": list(module.mapper.levels),
+            "edit_scale": float(module.mapper.edit_scale),
             "prompt": module.cfg.prompt.text,
             "selection": module.selection.to_dict() if module.selection else None,
         },
-        path,
     )
 
 
 def load_mapper(module, path: Path) -> None:
-    """Load ``mapper.pt`` (from ``save_mapper``) or a Lightning checkpoint of SDD into ``module``."""
-    obj = load_weights(
-        path, "SDD mapper", expected="a mapper.pt written by the fit stage or a Lightning checkpoint of SDD"
+    """Load an SDD export (``mapper.safetensors`` or an old ``mapper.pt``) or a Lightning checkpoint of SDD."""
+    art = load_artifact(
+        path,
+        "SDD mapper",
+        expected="a mapper.safetensors written by the fit stage or a Lightning checkpoint of SDD",
+        legacy_state_key="mapper",
     )
-    if not isinstance(obj, dict):
-        raise UserError(
-            f"'{path}' is neither a mapper.pt nor a Lightning checkpoint of SDD (it holds a {type(obj).__name__})"
-        )
-    if "mapper" in obj:
-        state, selection, prompt, scale = obj["mapper"], obj.get("selection"), obj.get("prompt"), obj.get("edit_scale")
-    elif "state_dict" in obj:
-        state = {k[len("mapper.") :]: v for k, v in obj["state_dict"].items() if k.startswith("mapper.")}
-        selection = obj.get("sdd_selection")
-        hp = obj.get("hyper_parameters") or {}
-        prompt = (hp.get("prompt") or {}).get("text")
+    if art.kind == "checkpoint":
+        state = {k[len("mapper.") :]: v for k, v in art.state.items() if k.startswith("mapper.")}
+        hp = art.config.get("hyper_parameters") or {}
+        selection, prompt = art.config.get("sdd_selection"), (hp.get("prompt") or {}).get("text")
         scale = (hp.get("mapper") or {}).get("edit_scale")
     else:
-        raise UserError(f"'{path}' is neither a mapper.pt nor a Lightning checkpoint of SDD")
+        state, selection = art.state, art.config.get("selection")
+        prompt, scale = art.config.get("prompt"), art.config.get("edit_scale")
+    if not state:
+        raise UserError(f"'{path}' is neither an SDD mapper export nor a Lightning checkpoint of SDD")
     text = module.cfg.prompt.text
     if prompt is not None and prompt != text:
         raise UserError(

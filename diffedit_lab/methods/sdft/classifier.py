@@ -3,7 +3,7 @@
 Its last feature map is EGSDE's "domain-specific feature extractor" (the realism energy, :mod:`.egsde`). It is
 trained by SDFT's ``train_classifier`` stage (its own LightningModule and Trainer, ``checkpoints/train_classifier/``;
 the paper: 10K FFHQ images vs the target set, 1500 iterations for MetFaces, 4500 for limited AAHQ) on images noised
-like the diffusion model's forward process at t ~ U{0..T−1}, and exported as ``domain_classifier.pt``.
+like the diffusion model's forward process at t ~ U{0..T−1}, and exported as ``domain_classifier.safetensors``.
 """
 
 from __future__ import annotations

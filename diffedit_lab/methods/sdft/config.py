@@ -122,7 +122,7 @@ class EGSDEConfig:
     downsample: int = field(metadata=bounds(ge=1))
     steps: int | None = field(metadata=bounds(ge=1))  # schedule length; null = translate.steps
     repeats: int = field(metadata=bounds(ge=1))  # official form: EGSDE's sample_step (rerun on its output)
-    classifier_weights: str | None  # default: <run>/domain_classifier.pt, then checkpoints/train_classifier
+    classifier_weights: str | None  # default: <run>/domain_classifier.safetensors, then checkpoints/train_classifier
 
     def check(self, key: str) -> None:
         if self.form != "official" and self.repeats != 1:
@@ -207,7 +207,7 @@ class EvalConfig:
 class SDFTConfig:
     target: str = target()
     name: str
-    weights: str | None  # a trained run's sdft.pt or checkpoints/fit/*.ckpt for sample/translate/eval alone
+    weights: str | None  # a trained run's sdft.safetensors or checkpoints/fit/*.ckpt for sample/translate/eval alone
     source: Component  # the pretrained prior: student init and frozen teacher
     init: Literal["source", "random"]  # random: the from-scratch baseline (same architecture)
     init_seed: int = field(metadata=bounds(ge=0))  # the random init (init=random)

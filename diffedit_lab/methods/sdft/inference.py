@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import torch
 from lightning import Callback
@@ -24,6 +23,7 @@ from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
 from diffedit_lab.data.base import split_loader
 from diffedit_lab.diffusion import samplers
+from diffedit_lab.methods.editing import edit_pass, item_names
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
@@ -153,10 +153,10 @@ class TranslateSteps:
         x = batch["image"].to(m.device).float()
         gen = torch.Generator(m.device).manual_seed(self.seed + batch_idx)
         y = translate(m, s, x, gen, self.classifier)["translated"]
-        names = [Path(p).stem for p in batch["path"]] if "path" in batch else [f"{int(i):05d}" for i in batch["index"]]
         return {
-            "names": names,
+            "names": item_names(batch, len(x), 0),
             "images": {"source": x, "translated": y},
+            "grid": (x, y),
             "metrics": {"paired": (y, x), "fake": y},
         }
 
@@ -212,21 +212,19 @@ def _eval_batch_size(ctx: StageContext) -> int:
 
 
 def translate_and_score(
-    module, ctx, limit: int | None, metrics: Sequence[str], prefix: str, writers=(), method: str | None = None
+    module, ctx, limit: int | None, metrics: Sequence[str], prefix: str, write: bool = False, method: str | None = None
 ) -> dict:
     """Translate the first ``limit`` source images (``translate`` settings; ``method`` overrides sdedit/egsde) and
-    score them: paired metrics vs the inputs, FID/KID vs the target set."""
+    score them: paired metrics vs the inputs, FID/KID vs the target set — the shared edit pass with SDFT's source
+    loader, translation step and target set (PNGs and ``<prefix>/grid.png`` when ``write``)."""
     from dataclasses import replace
 
     s = module.cfg.translate if method is None else replace(module.cfg.translate, method=method)
     loader = source_loader(module, limit, s.batch_size)
-    scorer = MetricsCallback(
-        module.metric_suite(metrics, module.cfg.eval, len(loader.dataset)), prefix, feed_target(module, ctx)
-    )
     classifier = module.domain_classifier(ctx) if s.method == "egsde" else None
     steps = TranslateSteps(module, s, s.seed, classifier)
-    module.run_predict(ctx, loader, steps, callbacks=[*writers, scorer])
-    return {**scorer.result, f"{prefix}/num_images": float(len(loader.dataset))}
+    return edit_pass(module, ctx, prefix, s, metrics, write=write, loader=loader, step=steps,
+                     feed_real=feed_target(module, ctx), record=False)  # fmt: skip
 
 
 def check_egsde(module, method: str) -> None:
@@ -240,12 +238,8 @@ def run_translate(module, ctx: StageContext) -> dict[str, float]:
     s = module.cfg.translate
     module.ensure_trained(ctx)
     check_egsde(module, s.method)
-    out = ctx.run_dir / "translate"
-    writer = ImageWriter(out, grid_keys=("source", "translated"), grid_columns=s.grid_columns, grid_max=s.grid_max,
-                         log_key="translate/grid")  # fmt: skip
-    metrics = translate_and_score(module, ctx, s.max_images, module.cfg.eval.translation_metrics, "translate", [writer])
+    metrics = translate_and_score(module, ctx, s.max_images, module.cfg.eval.translation_metrics, "translate", True)
     ctx.write_metrics(metrics)
-    log.info("translate: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics
 
 
@@ -282,7 +276,9 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
         for method in e.translation_methods:  # Tab. 1: SDEdit and EGSDE rows of the same model
             check_egsde(module, method)
             prefix = f"eval/translation_{method}"
-            metrics |= translate_and_score(module, ctx, e.translation_images, e.translation_metrics, prefix, (), method)
+            metrics |= translate_and_score(
+                module, ctx, e.translation_images, e.translation_metrics, prefix, False, method
+            )
     ctx.write_metrics(metrics)
     log.info("eval: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics

@@ -28,16 +28,17 @@ from diffedit_lab.methods.sdft.ema import make_ema
 from diffedit_lab.methods.sdft.losses import PosteriorTable, sdft_loss
 from diffedit_lab.methods.stage import Stage, StageContext
 from diffedit_lab.utils import rng as rng_utils
+from diffedit_lab.utils.artifacts import save_artifact
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
-from diffedit_lab.utils.io import atomic_dir, atomic_torch_save
+from diffedit_lab.utils.io import atomic_dir
 from diffedit_lab.utils.weights import load_state_into, load_weights
 
 log = logging.getLogger(__name__)
 
-EXPORT = "sdft.pt"  # student + EMA state dict, written after fit
+EXPORT = "sdft.safetensors"  # student + EMA state dict, written after fit
 EMA_FOLDER = "ema_unet"  # the EMA model as a diffusers folder: usable as any method's prior (`prior.source=`)
-CLASSIFIER = "domain_classifier.pt"  # EGSDE's domain classifier, written by stage train_classifier
+CLASSIFIER = "domain_classifier.safetensors"  # EGSDE's domain classifier, written by stage train_classifier
 
 
 class SDFTModule(EditingMethod):
@@ -196,7 +197,11 @@ class SDFTModule(EditingMethod):
         data = TwoDomains(instantiate(self.cfg.translate.source), ctx.datamodule)
         metrics = self.run_training(ctx, c, module=module, datamodule=data, prefixes=("classifier/",))
         if ctx.global_rank == 0:
-            atomic_torch_save({"state_dict": module.classifier.state_dict()}, ctx.run_dir / CLASSIFIER)
+            save_artifact(
+                ctx.run_dir / CLASSIFIER,
+                module.classifier.state_dict(),
+                {"method": "sdft", "network": "domain_classifier"},
+            )
         self._frozen["classifier"] = module.classifier.eval().requires_grad_(False)
         ctx.write_metrics(metrics)
         return metrics
@@ -210,8 +215,8 @@ class SDFTModule(EditingMethod):
             return DomainClassifier(tuple(c.channels), c.groups, in_channels=self.student.in_channels)
 
     def domain_classifier(self, ctx: StageContext):
-        """The trained domain classifier for EGSDE: ``egsde.classifier_weights``, ``<run>/domain_classifier.pt`` or
-        ``checkpoints/train_classifier/last.ckpt``."""
+        """The trained domain classifier for EGSDE: ``egsde.classifier_weights``,
+        ``<run>/domain_classifier.safetensors`` or ``checkpoints/train_classifier/last.ckpt``."""
         if self._frozen.get("classifier") is None:
             self.load_trained(self.trained_weights_path(ctx, "train_classifier"), "train_classifier")
         return self._frozen["classifier"].to(self.device)
@@ -246,9 +251,9 @@ class SDFTModule(EditingMethod):
 
     # --- trained weights --------------------------------------------------------------------------------------
     def export(self, run_dir: Path) -> None:
-        """``sdft.pt`` (student + EMA) and the EMA as a diffusers folder ``ema_unet/``, each written atomically."""
+        """``sdft.safetensors`` (student + EMA) and the EMA as a diffusers folder ``ema_unet/``, each atomically."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        atomic_torch_save({"state_dict": state}, run_dir / EXPORT)
+        save_artifact(run_dir / EXPORT, state, {"method": "sdft", "networks": ["student", "ema"]})
         atomic_dir(run_dir / EMA_FOLDER, self.sampling_prior(ema=True).save_pretrained)
 
     def load_trained(self, path: Path, train_stage: str = "fit") -> None:

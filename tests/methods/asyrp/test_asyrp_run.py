@@ -11,6 +11,7 @@ import torch
 
 from diffedit_lab.methods.asyrp import AsyrpModule
 from diffedit_lab.run import run
+from diffedit_lab.utils.artifacts import load_artifact
 from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
 from tests.helpers import cli_in_process, tiny_overrides
@@ -33,8 +34,9 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     assert ckpt["state_dict"] and all(k.startswith("delta.") for k in ckpt["state_dict"])  # the prior is not saved
     assert ckpt["state_dict"]["delta.conv_out.weight"].abs().sum() > 0  # trained away from Δh = 0
     assert all(p.grad is None and not p.requires_grad for p in module.prior.unet.parameters())
-    exported = torch.load(out / "asyrp.pt", weights_only=True)
-    assert exported["meta"]["t_edit"] == 500 and exported["meta"]["prompt"] == "smiling face"
+    exported = load_artifact(out / "asyrp.safetensors", "asyrp")
+    assert exported.config["t_edit"] == 500 and exported.config["prompt"] == "smiling face"
+    assert set(exported.state) == set(ckpt["state_dict"])  # the same tensors as the checkpoint
     for key in ("source", "edited", "reconstruction"):
         assert len(list((out / "edit" / key).glob("*.png"))) == 2, key
     assert (out / "edit" / "grid.png").is_file() and list((out / "images" / "fit").glob("before_after_*.png"))
@@ -70,9 +72,9 @@ def test_edit_alone_from_the_exported_module(tmp_path, cache_dir):
     run(_cfg(out, cache_dir, "stage=[fit,edit]", "method.fit.epochs=1"))
     first = {p.name: p.read_bytes() for p in (out / "edit" / "edited").glob("*.png")}
     other = tmp_path / "other"
-    run(_cfg(other, cache_dir, "stage=edit", f"method.weights={out}/asyrp.pt"))
+    run(_cfg(other, cache_dir, "stage=edit", f"method.weights={out}/asyrp.safetensors"))
     assert {p.name: p.read_bytes() for p in (other / "edit" / "edited").glob("*.png")} == first  # seeded boosting
-    run(_cfg(out, cache_dir, "stage=eval"))  # the run dir's own asyrp.pt
+    run(_cfg(out, cache_dir, "stage=eval"))  # the run dir's own asyrp.safetensors
     assert "eval/clip_dir" in json.loads((out / "metrics.json").read_text())
     with pytest.raises(UserError, match="no trained Asyrp h-space module"):
         run(_cfg(tmp_path / "empty", cache_dir, "stage=edit"))
@@ -110,7 +112,9 @@ def test_with_a_prior_object_on_a_sub_context(tmp_path, cache_dir):
     for stage in asyrp.STAGES[:2]:
         asyrp.run_stage(stage, sub)
     assert asyrp.prior is prior
-    assert (sub.run_dir / "asyrp.pt").is_file() and (sub.run_dir / "checkpoints" / "fit" / "last.ckpt").is_file()
+    assert (sub.run_dir / "asyrp.safetensors").is_file() and (
+        sub.run_dir / "checkpoints" / "fit" / "last.ckpt"
+    ).is_file()
     assert len(list((sub.run_dir / "edit" / "edited").glob("*.png"))) == 2 and "edit/clip_dir" in sub.metrics
 
 

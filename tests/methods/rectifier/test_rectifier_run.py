@@ -10,6 +10,7 @@ import torch
 
 from diffedit_lab.methods.rectifier.config import RectifierConfig
 from diffedit_lab.run import build_method, run
+from diffedit_lab.utils.artifacts import load_artifact
 from diffedit_lab.utils.config import compose_config
 from diffedit_lab.utils.errors import UserError
 from tests.helpers import cli_in_process, tiny_overrides
@@ -35,7 +36,7 @@ def test_every_stage_end_to_end(finished):
     assert fit["global_step"] == 4 and edit["global_step"] == 4 and edit["diffedit_stage"] == "edit"
     assert all(k.startswith("rectifier.") for k in fit["state_dict"])  # the frozen U-Net is never saved
     assert {k.split(".")[0] for k in edit["state_dict"]} == {"rectifier", "editor"}
-    exported = torch.load(out / "rectifier.pt", weights_only=True)["state_dict"]
+    exported = load_artifact(out / "rectifier.safetensors", "rectifier").state
     head = "subnets.0.head_out.weight"
     assert torch.equal(edit["state_dict"][f"rectifier.{head}"], exported[f"rectifier.{head}"])  # untouched by edit
     assert exported[f"rectifier.{head}"].abs().sum() > 0  # Δ moved off zero during fit
@@ -50,7 +51,7 @@ def test_every_stage_end_to_end(finished):
     assert table[0] == "model,eps_mse,l1,l2,psnr,ssim" and [r.split(",")[0] for r in table[1:]] == ["base", "rectifier"]
     assert (out / "reconstruct/table.md").is_file() and (out / "reconstruct/grid.png").is_file()
     assert len(list((out / "reconstruct/rectified").glob("*.png"))) == 2 == len(list((out / "edit/edited").glob("*")))
-    assert (out / "editor.pt").is_file() and (out / "edit/grid.png").is_file()
+    assert (out / "editor.safetensors").is_file() and (out / "edit/grid.png").is_file()
 
 
 def test_reconstruct_edit_and_apply_alone_load_the_trained_weights(finished, tmp_path, cache_dir):
@@ -58,20 +59,20 @@ def test_reconstruct_edit_and_apply_alone_load_the_trained_weights(finished, tmp
     before = (out / "reconstruct/rectified").glob("*.png")
     images = {p.name: p.read_bytes() for p in before}
     other = tmp_path / "other"
-    run(_cfg(other, cache_dir, "stage=reconstruct", f"method.weights={out}/rectifier.pt"))
+    run(_cfg(other, cache_dir, "stage=reconstruct", f"method.weights={out}/rectifier.safetensors"))
     assert {p.name: p.read_bytes() for p in (other / "reconstruct/rectified").glob("*.png")} == images
-    run(_cfg(other, cache_dir, "stage=apply", f"method.weights={out}/rectifier.pt",
-             f"method.editor_weights={out}/editor.pt"))  # fmt: skip
+    run(_cfg(other, cache_dir, "stage=apply", f"method.weights={out}/rectifier.safetensors",
+             f"method.editor_weights={out}/editor.safetensors"))  # fmt: skip
     edited = {p.name: p.read_bytes() for p in (out / "edit/edited").glob("*.png")}
     assert {p.name: p.read_bytes() for p in (other / "edit/edited").glob("*.png")} == edited
-    # stage=edit alone on the finished run's dir: finds <run>/rectifier.pt and trains a new editor
+    # stage=edit alone on the finished run's dir: finds <run>/rectifier.safetensors and trains a new editor
     again = tmp_path / "again"
-    run(_cfg(again, cache_dir, "stage=edit", f"method.weights={out}/rectifier.pt", "prompt=angry"))
+    run(_cfg(again, cache_dir, "stage=edit", f"method.weights={out}/rectifier.safetensors", "prompt=angry"))
     assert json.loads((again / "metrics.json").read_text())["edit/num_images"] == 2
     with pytest.raises(UserError, match="no trained rectifier"):
         run(_cfg(tmp_path / "empty", cache_dir, "stage=reconstruct"))
     with pytest.raises(UserError, match="no trained editor"):
-        run(_cfg(tmp_path / "empty2", cache_dir, "stage=apply", f"method.weights={out}/rectifier.pt"))
+        run(_cfg(tmp_path / "empty2", cache_dir, "stage=apply", f"method.weights={out}/rectifier.safetensors"))
 
 
 def _same_state(a: dict, b: dict) -> None:
@@ -89,7 +90,7 @@ def _same_state(a: dict, b: dict) -> None:
 def test_resume_is_bit_exact(stage, finished, tmp_path, cache_dir):
     full, parts = tmp_path / "full", tmp_path / "parts"
     base = (f"stage={stage}", f"method.{stage}.steps=6", f"method.{stage}.checkpoint_every=3",
-            f"method.weights={finished}/rectifier.pt", f"method.{stage}.lr_decay.every=2")  # fmt: skip
+            f"method.weights={finished}/rectifier.safetensors", f"method.{stage}.lr_decay.every=2")  # fmt: skip
     run(_cfg(full, cache_dir, *base))
     run(_cfg(parts, cache_dir, *base, "trainer.max_steps=3"))
     assert torch.load(parts / f"checkpoints/{stage}/last.ckpt", weights_only=True)["global_step"] == 3
@@ -187,13 +188,13 @@ def test_scratch_editor_with_base_inversion_needs_no_trained_rectifier(tmp_path,
         run(_cfg(tmp_path / "a", cache_dir, *scratch))
     out = tmp_path / "b"
     run(_cfg(out, cache_dir, *scratch, "method.edit.sample.invert_with=base"))
-    assert (out / "editor.pt").is_file() and not (out / "rectifier.pt").exists()
+    assert (out / "editor.safetensors").is_file() and not (out / "rectifier.safetensors").exists()
     assert inverters and all(type(p) is UnconditionalPrior for p in inverters)  # the plain model inverted
 
 
 def test_scratch_editor_starts_at_zero_offsets_beside_a_trained_rectifier(finished, tmp_path, cache_dir):
     module = build_method(_cfg(tmp_path, cache_dir, "method.edit.init=scratch").method)
-    module.load_trained(finished / "rectifier.pt", "fit")
+    module.load_trained(finished / "rectifier.safetensors", "fit")
     module.build_editor()
     heads = [(r.head_out.weight, e.head_out.weight) for r, e in zip(module.rectifier.subnets, module.editor.subnets)]
     assert all(r.abs().sum() > 0 for r, _ in heads) and all(torch.equal(e, torch.zeros_like(e)) for _, e in heads)

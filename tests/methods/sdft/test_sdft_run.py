@@ -42,8 +42,8 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     assert best["global_step"] == best_step
     assert len(list((out / "sample").glob("0*.png"))) == 4 and (out / "sample" / "grid.png").is_file()
     assert len(list((out / "translate" / "translated").glob("*.png"))) == 2
-    assert (out / "translate" / "grid.png").is_file() and (out / "sdft.pt").is_file()
-    assert (out / "ema_unet" / "config.json").is_file() and (out / "domain_classifier.pt").is_file()
+    assert (out / "translate" / "grid.png").is_file() and (out / "sdft.safetensors").is_file()
+    assert (out / "ema_unet" / "config.json").is_file() and (out / "domain_classifier.safetensors").is_file()
     clf = torch.load(out / "checkpoints" / "train_classifier" / "last.ckpt", weights_only=True)
     assert clf["global_step"] == 2 and all(k.startswith("classifier.") for k in clf["state_dict"])
     assert {"classifier/loss", "classifier/acc"} <= metrics.keys()
@@ -65,7 +65,7 @@ def test_every_stage_end_to_end(tmp_path, cache_dir):
     method = result.objects["method"]
     asyrp = method.editors["smiling"]
     assert asyrp.prior.unet is method.ema.module and asyrp.cfg.prompt.text == "smiling face"
-    assert (out / "edit" / "smiling" / "asyrp.pt").is_file()
+    assert (out / "edit" / "smiling" / "asyrp.safetensors").is_file()
     assert metrics["edit/clip_dir"] == metrics["edit/smiling/clip_dir"] and "edit/identity" in metrics
     table = (out / "edit" / "table.md").read_text()
     assert "| smiling |" in table and "| paper: Ours (SDFT), metfaces | 0.0810 | 0.7650 |" in table
@@ -90,10 +90,10 @@ def test_resume_is_bit_exact_with_ema(tmp_path, cache_dir):
 def test_sample_from_a_finished_run(tmp_path, cache_dir):
     out = tmp_path / "run"
     run(_cfg(out, cache_dir, "stage=fit", "method.fit.steps=2"))
-    run(_cfg(out, cache_dir, "stage=sample", "method.sample.num_images=2"))  # finds <run>/sdft.pt
+    run(_cfg(out, cache_dir, "stage=sample", "method.sample.num_images=2"))  # finds <run>/sdft.safetensors
     first = (out / "sample" / "00000.png").read_bytes()
     other = tmp_path / "other"
-    run(_cfg(other, cache_dir, "stage=sample", "method.sample.num_images=2", f"method.weights={out}/sdft.pt"))
+    run(_cfg(other, cache_dir, "stage=sample", "method.sample.num_images=2", f"method.weights={out}/sdft.safetensors"))
     assert (other / "sample" / "00000.png").read_bytes() == first  # DDIM η = 0 from the same EMA: same image
     with pytest.raises(UserError, match="no trained SDFT model"):
         run(_cfg(tmp_path / "empty", cache_dir, "stage=sample"))
