@@ -1,5 +1,9 @@
 """Image folders as datasets: listing, robust decoding to RGB, resizing, and conversion to [-1, 1] tensors.
 
+Resize, crop and mirror are ``torchvision.transforms.v2``'s functionals on the PIL image (bicubic with PIL's
+antialiasing, as before); what torchvision has no counterpart for stays here: JPEG draft decoding, EXIF/mode
+normalisation, the crop offset rounding of the released code, retries on unreadable files.
+
 Real datasets are messy: grayscale scans, RGBA PNGs, palette GIF-likes, CMYK JPEGs, 16-bit PNGs, EXIF-rotated
 phone photos, odd aspect ratios, the occasional truncated file. Everything here turns any of them into a
 ``(3, H, W)`` float tensor in [-1, 1] so the methods never see the mess.
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from diffedit_lab.utils.errors import UserError
 
@@ -101,15 +107,15 @@ def resize_image(img: Image.Image, size: tuple[int, int], mode: str = "center_cr
     height, width = size
     w, h = img.size
     if mode == "resize":
-        return img if (w, h) == (width, height) else img.resize((width, height), Image.BICUBIC)
+        return img if (w, h) == (width, height) else TF.resize(img, [height, width], InterpolationMode.BICUBIC)
     if mode != "center_crop":
         raise UserError(f"data.resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
     scale = max(height / h, width / w)
     new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return img.crop((left, top, left + width, top + height))
+        img = TF.resize(img, [new_h, new_w], InterpolationMode.BICUBIC)
+    # the offset rounds down, as the released code's PIL crop did (torchvision's center_crop rounds half up)
+    return TF.crop(img, (new_h - height) // 2, (new_w - width) // 2, height, width)
 
 
 def draft_for(img: Image.Image, size: tuple[int, int], mode: str) -> None:
@@ -140,7 +146,7 @@ def decode_image(
     draft_for(img, size, mode)
     out = resize_image(to_rgb(img), size, mode)
     if flip:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        out = TF.horizontal_flip(out)
     return pil_to_tensor(out)
 
 

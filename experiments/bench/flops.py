@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench.harness import SEED, real_device, suite_parser, suite_sizes
+from experiments.bench.harness import SEED, real_device, suite_parser, suite_sizes, timer
 
 MATMUL_N = {"tiny": 512, "real": 4096}
 
@@ -44,12 +44,6 @@ def count_gflops(fn: Callable[[], Any]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _timer(fn: Callable[[], Any]):
-    from torch.utils import benchmark
-
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-
-
 def time_interleaved(fn: Callable[[], Any], ref: Callable[[], Any], repeats: int, min_run_time: float):
     """Median seconds per call of ``fn`` and of the reference ``ref``, by ``torch.utils.benchmark``, timed in
     alternation (one warm-up call each, then ``repeats`` rounds of ``ref`` and ``fn`` blocks, each block at least
@@ -61,7 +55,7 @@ def time_interleaved(fn: Callable[[], Any], ref: Callable[[], Any], repeats: int
     fn()
     first = time.perf_counter() - t0
     ref()
-    t_fn, t_ref = _timer(fn), _timer(ref)
+    t_fn, t_ref = timer(fn), timer(ref)
     n_fn = max(1, int(min_run_time / max(first, 1e-6)))
     ms = [], []
     for _ in range(repeats):

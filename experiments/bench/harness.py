@@ -10,7 +10,6 @@ import os
 import platform
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,27 +41,33 @@ def summary(times_ms: list[float], warmup: int) -> dict[str, Any]:
     }
 
 
+def timer(fn: Callable[[], Any]):
+    """``torch.utils.benchmark.Timer`` of ``fn()`` on every thread torch uses (its default is one thread), with
+    its CUDA synchronisation around each timed block."""
+    from torch.utils import benchmark
+
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
+
 def time_calls(
     fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
 ) -> dict[str, dict[str, Any]]:
     """Warm each function up, then time ``repeats`` rounds with the functions interleaved (so slow drifts of
-    the machine hit all of them alike); per function: median/min/max ms and, on CUDA, the peak memory of its
-    calls."""
+    the machine hit all of them alike), each call by ``torch.utils.benchmark`` (:func:`timer`); per function:
+    median/min/max ms and, on CUDA, the peak memory of its calls."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
     peak: dict[str, int] = dict.fromkeys(fns, 0)
+    timers = {name: timer(fn) for name, fn in fns.items()}
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for name in fns:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append(timers[name].timeit(1).times[0] * 1e3)
             if device.type == "cuda":
                 peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
     out = {}
