@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffedit_lab import checks
 from diffedit_lab.methods.preflight import Preflight, move_aside
-from diffedit_lab.methods.stage import StageContext, check_stages, instantiate_all
+from diffedit_lab.methods.stage import StageContext, check_stages, instantiate_all, run_stages
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump, atomic_write
@@ -146,14 +146,8 @@ def run(cfg: DictConfig) -> RunResult:
         log.warning("random_weights=true: every pretrained component has random weights; results are meaningless")
         ctx.metrics["run/random_weights"] = 1.0
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(s.name for s in stages))
-    results: dict[str, dict[str, float]] = {}
     try:
-        for stage in stages:
-            if not stage.distributed and ctx.global_rank != 0:
-                continue  # DDP workers re-run the script: rank-0 stages run once
-            t0 = time.perf_counter()
-            results[stage.name] = method.run_stage(stage, ctx) or {}
-            ctx.write_metrics({f"time/{stage.name}_s": time.perf_counter() - t0})  # e.g. a method's training cost
+        results = run_stages(method, stages, ctx)
     finally:
         close_loggers(loggers)
     if ctx.global_rank == 0:

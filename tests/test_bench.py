@@ -30,6 +30,8 @@ EXPECTED = {
     "rectifier.forward.grouped",
     "rectifier.forward.vmap",
     "rectifier.step.grouped",
+    # every method's pipeline, for free (experiments/bench/pipelines.py: each conf/method/<m>/tiny.yaml)
+    *(f"edit.pipeline.{m}" for m in ("asyrp", "ddib", "rectifier", "sdd", "sdedit", "sdft")),
 }
 
 
@@ -44,6 +46,7 @@ def test_bench_tiny_writes_complete_json(tmp_path, capsys):
     assert "cuda_available" in env
 
     entries = data["measurements"]
+    assert data["pipelines"]["skipped"] == {}
     assert {e["name"] for e in entries} == EXPECTED
     for e in entries:
         assert {"name", "size", "device", "median_ms", "min_ms", "max_ms", "repeats"} <= set(e), e["name"]

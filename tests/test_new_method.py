@@ -89,3 +89,15 @@ def test_toy_resume_picks_each_stage_up_from_its_own_folder(toy, tmp_path):
     assert torch.load(out / "checkpoints" / "shift" / "last.ckpt", weights_only=True)["global_step"] == 6
     assert torch.load(out / "checkpoints" / "scale" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert result.objects["method"].optimizers_used == ["Adam", "SGD"]
+
+
+def test_toy_method_gets_a_bench_entry_for_free(tmp_path):
+    """``make bench`` times every method's pipeline (``edit.pipeline.<m>``) from its tiny variant: the toy too."""
+    from experiments.bench.harness import Bench
+    from experiments.bench.pipelines import bench_pipelines
+
+    bench = Bench(repeats=1, warmup=0)
+    out = bench_pipelines(bench, tmp_path, methods=["toy"], overrides=[SEARCH])
+    assert out == {"methods": ["toy"], "skipped": {}}
+    entry = bench.entry("edit.pipeline.toy", "tiny")
+    assert entry["batch"] == 2 and entry["inputs"] == ["images"] and entry["median_ms"] > 0

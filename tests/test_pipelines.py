@@ -48,6 +48,11 @@ def test_sdd_pipeline_edits_codes_like_the_edit_stage(compose, tmp_path):
     _same_as_written(got.inputs, out / "edit" / "original", ["00000", "00001"])
     with pytest.raises(UserError, match="trained for the prompt"):
         pipe(seeds=seeds, prompt="a different text")
+    # save_pretrained: a folder of its own (config + the trained mapper), loaded back to the same edits
+    saved = pipe.save_pretrained(tmp_path / "angry_mapper")
+    assert sorted(p.name for p in saved.iterdir()) == ["config_resolved.yaml", "mapper.safetensors"]
+    again = load_pipeline(saved)(seeds=seeds)
+    torch.testing.assert_close(again.images, got.images, rtol=0, atol=0)
 
 
 def test_baseline_pipeline_needs_no_training_and_takes_any_prompt(compose, tmp_path):

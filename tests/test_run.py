@@ -215,3 +215,19 @@ def test_later_stages_on_the_same_run_dir_keep_earlier_metrics_and_prompt_must_m
     assert len(list(out.glob("config_resolved*.yaml"))) == 2
     with pytest.raises(UserError, match="trained for the prompt 'angry face'"):
         run(compose("stage=edit", "prompt.text=smiling face", out_dir=out))
+
+
+def test_a_finished_run_releases_its_networks(compose, tmp_path):
+    """A comparison runs its entries one after another in one process: once ``run`` returns and its result is
+    dropped, the method and every frozen network it built (teacher, CLIP, identity) are freed."""
+    import gc
+    import weakref
+
+    result = run(compose("method=sdedit/tiny", "logger=none", out_dir=tmp_path / "sdedit"))
+    method = result.objects["method"]
+    built = [weakref.ref(m) for m in method._frozen.values() if isinstance(m, torch.nn.Module)]
+    assert len(built) >= 2  # at least the teacher and CLIP were built for edit + eval
+    refs = [weakref.ref(method), *built]
+    del result, method
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)

@@ -41,8 +41,11 @@ class CodeTensorDataset(Dataset):
 
 
 class SeedDataset(Dataset):
+    """Items ``{"seed": first_seed + i, "index": i}`` for i < n: what a sampling loop (SDD codes from the mapping
+    network, SDFT samples, the FID monitor's validation data) iterates over."""
+
     def __init__(self, first_seed: int, n: int):
-        self.first_seed, self.n = first_seed, n
+        self.first_seed, self.n = int(first_seed), int(n)
 
     def __len__(self) -> int:
         return self.n

@@ -201,14 +201,16 @@ class EditingMethod(LightningModule):
         module: LightningModule | None = None,
         prefixes: tuple[str, ...] = ("train/",),
         max_epochs: int | None = None,
+        trainer_overrides: dict[str, Any] | None = None,
         **fit_kwargs: Any,
     ) -> dict[str, float]:
         """``trainer.fit`` of this stage on a Trainer of its own (max_steps, callbacks, ``checkpoints/<stage>/``,
         resumed from that folder when ``ckpt_path=last``) — the one way every training stage trains. ``module``:
         another LightningModule the stage trains (e.g. SDFT's domain classifier); ``fit_kwargs``: the data
         (``datamodule=`` / ``train_dataloaders=``; default the run's datamodule). Returns the logged metrics whose
-        names start with ``prefixes``."""
-        trainer = ctx.fit_trainer(self.stage, settings, callbacks, max_epochs=max_epochs)
+        names start with ``prefixes``. ``trainer_overrides``: Trainer arguments of this stage (e.g. the validation
+        loop's schedule)."""
+        trainer = ctx.fit_trainer(self.stage, settings, callbacks, max_epochs=max_epochs, **(trainer_overrides or {}))
         if "datamodule" not in fit_kwargs and "train_dataloaders" not in fit_kwargs:
             fit_kwargs["datamodule"] = ctx.datamodule
         trainer.fit(module or self, ckpt_path=ctx.resume_path(self.stage), **fit_kwargs)
@@ -340,6 +342,10 @@ class EditingMethod(LightningModule):
     def mark_trained(self, train_stage: str) -> None:
         """``train_stage`` trained (or loaded) in this invocation: later stages use the weights in memory."""
         self._trained_stages.add(train_stage)
+
+    def build_trained(self, train_stage: str) -> None:
+        """Build the networks ``train_stage`` trains, untrained (what loading their weights fills in; default:
+        they exist from ``__init__``)."""
 
     def load_trained(self, path: Path, train_stage: str) -> None:
         """Load the product of ``train_stage`` from ``path`` — an artifact (:mod:`~diffedit_lab.utils.artifacts`),

@@ -171,7 +171,7 @@ class StageContext:
         return dict(instantiate(cfg, _partial_=True).keywords)
 
     def fit_trainer(
-        self, stage: Stage, settings: Any, callbacks: Sequence = (), max_epochs: int | None = None
+        self, stage: Stage, settings: Any, callbacks: Sequence = (), max_epochs: int | None = None, **overrides: Any
     ) -> Trainer:
         """A fresh Trainer for a training stage: its own max_steps, callbacks and checkpoint folder (the one
         factory every training stage goes through: :meth:`EditingMethod.run_training`)."""
@@ -191,7 +191,7 @@ class StageContext:
             from lightning.pytorch.callbacks import LearningRateMonitor
 
             configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
-        extra = {} if max_epochs is None else {"max_epochs": int(max_epochs)}
+        extra = overrides if max_epochs is None else {**overrides, "max_epochs": int(max_epochs)}
         self.trainer = Trainer(
             **self._trainer_kwargs(self.trainer_cfg, **extra),
             max_steps=steps,
@@ -233,6 +233,22 @@ class StageContext:
         from diffedit_lab.utils.loggers import log_image_file
 
         log_image_file(self.loggers, key, path, step=self.trainer.global_step if self.trainer else 0)
+
+
+def run_stages(method: Any, stages: Sequence[Stage], ctx: StageContext) -> dict[str, dict[str, float]]:
+    """Walk ``stages`` of ``method`` on ``ctx`` — rank-0 stages on rank 0 only, each stage's wall time recorded as
+    ``time/<stage>_s`` — and return what each stage returned. The one way stages run: a CLI run (``run(cfg)``,
+    and so every comparison entry) and a nested run on objects in memory (SDFT's Asyrp edits of its EMA)."""
+    import time
+
+    results: dict[str, dict[str, float]] = {}
+    for stage in stages:
+        if not stage.distributed and ctx.global_rank != 0:
+            continue  # DDP workers re-run the script: rank-0 stages run once
+        t0 = time.perf_counter()
+        results[stage.name] = method.run_stage(stage, ctx) or {}
+        ctx.write_metrics({f"time/{stage.name}_s": time.perf_counter() - t0})  # e.g. a method's training cost
+    return results
 
 
 def launch_rank() -> int:

@@ -44,6 +44,7 @@ from experiments.bench.harness import (
     write_results,
 )
 from experiments.bench.models import build_generator_and_mapper, build_sd, build_uncond
+from experiments.bench.pipelines import bench_pipelines
 from experiments.bench.rectifier import bench_rectifier
 from experiments.bench.sdft import bench_sdft
 from experiments.bench.suites import PROMPT, T_PROBE, bench_core, bench_edit, bench_train, bench_trainer
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if size == "tiny":
                 results["train_check"] = bench_train(bench, device, Path(tmp))
                 bench_trainer(bench, device, Path(tmp))
+                results["pipelines"] = bench_pipelines(bench, Path(tmp) / "pipelines")
             else:
                 results["train_check_real"] = bench_train(bench, device, Path(tmp), "real")
             results.setdefault("sdft", {})[size] = bench_sdft(bench, size, device)

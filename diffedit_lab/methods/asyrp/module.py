@@ -12,8 +12,7 @@ Reuse from another method (e.g. SDFT editing with its fine-tuned EMA)::
 
     asyrp = AsyrpModule.with_prior(method_node, prior)          # the given prior object is used as is
     sub = dataclasses.replace(ctx, run_dir=ctx.run_dir / "asyrp", metrics={})
-    for stage in asyrp.STAGES:                     # checkpoints/, edit/, asyrp.safetensors inside sub.run_dir
-        asyrp.run_stage(stage, sub)
+    methods.stage.run_stages(asyrp, asyrp.STAGES, sub)   # checkpoints/, edit/, asyrp.safetensors inside sub.run_dir
 
 or a nested run: ``method=asyrp prior.source=<sdft run>/ema_unet`` (any prior config with a ``source``).
 """

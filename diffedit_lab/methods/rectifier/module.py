@@ -236,13 +236,16 @@ class RectifierModule(EditingMethod):
         state = {f"{which}.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
         save_artifact(path, state, {"method": "rectifier", "network": which, "layers": [s.name for s in net.layers]})
 
+    def build_trained(self, train_stage: str) -> None:
+        self.build_rectifier()
+        if self.NETS[train_stage] == "editor":
+            self.build_editor()
+
     def load_trained(self, path: Path, train_stage: str) -> None:
         """Load the ``<net>.*`` entries of an export or a Lightning checkpoint into the network ``train_stage``
         trains (the rectifier for fit, the editor for edit)."""
         which = self.NETS[train_stage]
-        self.build_rectifier()
-        if which == "editor":
-            self.build_editor()
+        self.build_trained(train_stage)
         what = f"trained {which} (method.net / method.base)"
         load_state_into(getattr(self, which), load_weights(path, what), path, what, prefix=f"{which}.")
 

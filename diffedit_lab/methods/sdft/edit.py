@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from diffedit_lab.data.base import ItemRange
 from diffedit_lab.methods.sdft import paper
-from diffedit_lab.methods.stage import StageContext
+from diffedit_lab.methods.stage import StageContext, run_stages
 from diffedit_lab.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,8 @@ def run_edit(module, ctx: StageContext) -> dict[str, float]:
         module.editors[name] = asyrp  # what tests and notebooks inspect
         sub = sub_context(ctx, ctx.run_dir / "edit" / name, CarvedSplits(ctx.datamodule, asyrp.cfg.fit.num_images))
         log.info("SDFT edit: Asyrp '%s' on the fine-tuned EMA → %s", name, sub.run_dir)
-        for stage in asyrp.STAGES:
-            asyrp.to(module.device)
-            asyrp.run_stage(stage, sub)
+        asyrp.to(module.device)
+        run_stages(asyrp, asyrp.STAGES, sub)  # the runner's stage walk, on SDFT's EMA in memory
         values = {k.removeprefix("eval/"): v for k, v in sub.metrics.items() if k.startswith("eval/")}
         per_prompt[name] = values
         metrics |= {f"edit/{name}/{k}": v for k, v in values.items()}

@@ -17,11 +17,12 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from lightning import Callback
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
 from diffedit_lab.data.base import split_loader
+from diffedit_lab.data.latents import SeedDataset
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.methods.editing import edit_pass, item_names
 from diffedit_lab.methods.stage import StageContext
@@ -37,19 +38,6 @@ def seeded_noise(seeds: Iterable[int], shape: Sequence[int], device: torch.devic
     """One N(0, I) tensor of ``shape`` per seed (CPU generator: the same noise on every device)."""
     noise = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
     return torch.stack(noise).to(device)
-
-
-class SeedDataset(Dataset):
-    """Items ``{"index": i, "seed": base + i}`` for i < n: what an unconditional sampling loop iterates over."""
-
-    def __init__(self, n: int, base: int) -> None:
-        self.n, self.base = int(n), int(base)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        return {"index": i, "seed": self.base + i}
 
 
 class SampleGrid(Callback):
@@ -96,7 +84,7 @@ def run_sample(module, ctx: StageContext) -> dict[str, float]:
         x = _generate(module, module.sampling_prior(ema=s.ema), [int(v) for v in batch["seed"]], s)
         return {"names": [f"{int(i):05d}" for i in batch["index"]], "images": {"sample": x}}
 
-    loader = DataLoader(SeedDataset(s.num_images, s.seed), batch_size=s.batch_size, shuffle=False)
+    loader = DataLoader(SeedDataset(s.seed, s.num_images), batch_size=s.batch_size, shuffle=False)
     module.run_predict(ctx, loader, step, callbacks=[writer, grid])
     metrics = {"sample/num_images": float(writer.count)}
     ctx.write_metrics(metrics)
@@ -104,29 +92,34 @@ def run_sample(module, ctx: StageContext) -> dict[str, float]:
     return metrics
 
 
-def sample_quality_monitor(module, ctx: StageContext):
-    """``fit``'s FID/KID of EMA samples every ``fit.fid_every`` steps, best checkpoint ``checkpoints/fit/best.ckpt``."""
-    from dataclasses import replace
-
-    from diffedit_lab.callbacks.sample_quality import SampleQualityMonitor
+def sample_quality(module, ctx: StageContext):
+    """``fit``'s FID/KID of EMA samples every ``fit.fid_every`` steps in Lightning's validation loop: the scoring
+    callback, ``ModelCheckpoint`` of ``checkpoints/fit/best.ckpt``, the training data with the seeds as validation
+    loader, and the Trainer arguments (see :mod:`diffedit_lab.callbacks.sample_quality`)."""
+    from diffedit_lab.callbacks.sample_quality import (
+        SampleQuality,
+        WithValidation,
+        best_checkpoint,
+        seeds_loader,
+        validation_trainer_kwargs,
+    )
 
     f, s = module.cfg.fit, module.cfg.sample
-    settings = replace(s, steps=f.fid_steps or s.steps)
-
-    def generate(seeds: list[int]) -> torch.Tensor:
-        return _generate(module, module.sampling_prior(ema=s.ema), seeds, settings)
-
-    return SampleQualityMonitor(
-        module.metric_suite(f.fid_metrics, module.cfg.eval, f.fid_images),
-        generate,
-        feed_target(module, ctx),
-        every=f.fid_every,
-        num_samples=f.fid_images,
-        batch_size=s.batch_size,
-        checkpoint_dir=ctx.checkpoint_dir("fit"),
-        seed=module.cfg.eval.seed,
-        monitor=f.fid_monitor,
+    scorer = SampleQuality(
+        module.metric_suite(f.fid_metrics, module.cfg.eval, f.fid_images), feed_target(module, ctx), f.fid_monitor
     )
+    data = WithValidation(ctx.datamodule, lambda: seeds_loader(module.cfg.eval.seed, f.fid_images, s.batch_size))
+    kwargs = validation_trainer_kwargs(f.fid_every, ctx.trainer_cfg.get("accumulate_grad_batches") or 1)
+    return scorer, best_checkpoint(ctx.checkpoint_dir("fit"), scorer.key), data, kwargs
+
+
+@torch.no_grad()
+def quality_samples(module, seeds: list[int]) -> torch.Tensor:
+    """The samples ``fit`` scores: DDIM from the EMA (``sample.ema``) with ``fit.fid_steps`` (or ``sample.steps``)."""
+    from dataclasses import replace
+
+    f, s = module.cfg.fit, module.cfg.sample
+    return _generate(module, module.sampling_prior(ema=s.ema), seeds, replace(s, steps=f.fid_steps or s.steps))
 
 
 # --- translation --------------------------------------------------------------------------------------------
@@ -249,7 +242,7 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
     module.ensure_trained(ctx)
     metrics: dict[str, float] = {}
     if e.generation_images and e.generation_metrics:
-        loader = DataLoader(SeedDataset(e.generation_images, e.seed), batch_size=s.batch_size, shuffle=False)
+        loader = DataLoader(SeedDataset(e.seed, e.generation_images), batch_size=s.batch_size, shuffle=False)
         suite = module.metric_suite(e.generation_metrics, module.cfg.eval, e.generation_images)
         scorer = MetricsCallback(suite, "eval/generation", feed_target(module, ctx))
 
@@ -260,7 +253,7 @@ def run_eval(module, ctx: StageContext) -> dict[str, float]:
         module.run_predict(ctx, loader, generate, callbacks=[scorer])
         metrics |= scorer.result
     if e.pair_images and e.pair_metrics:
-        loader = DataLoader(SeedDataset(e.pair_images, e.seed), batch_size=s.batch_size, shuffle=False)
+        loader = DataLoader(SeedDataset(e.seed, e.pair_images), batch_size=s.batch_size, shuffle=False)
         scorer = MetricsCallback(module.metric_suite(e.pair_metrics, module.cfg.eval, e.pair_images), "eval/pairs")
 
         @torch.no_grad()

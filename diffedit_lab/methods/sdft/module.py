@@ -176,15 +176,24 @@ class SDFTModule(EditingMethod):
         super().run_stage(stage, ctx)
 
     def stage_fit(self, ctx: StageContext) -> dict[str, float] | None:
-        monitor = inference.sample_quality_monitor(self, ctx) if self.cfg.fit.fid_every else None
+        monitor = None
+        if self.cfg.fit.fid_every:  # FID of EMA samples in Lightning's validation loop, best.ckpt by ModelCheckpoint
+            monitor, best, data, validation = inference.sample_quality(self, ctx)
+            metrics = self.run_training(ctx, self.cfg.fit, [monitor, best], prefixes=("train/", "val/"),
+                                        trainer_overrides=validation, datamodule=data)  # fmt: skip
+        else:
+            metrics = self.run_training(ctx, self.cfg.fit, prefixes=("train/",))
         self.quality_monitor = monitor  # what tests and notebooks inspect (history, best step)
-        metrics = self.run_training(ctx, self.cfg.fit, [monitor] if monitor else [], prefixes=("train/", "val/"))
         self.mark_trained("fit")
         if ctx.global_rank == 0:
             self.export(ctx.run_dir)
         metrics |= monitor.summary() if monitor else {}
         ctx.write_metrics(metrics)
         return metrics
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        """A batch of seeds → samples for the FID monitor (``SampleQuality`` scores them)."""
+        return {"metrics": {"fake": inference.quality_samples(self, [int(x) for x in batch["seed"]]).float()}}
 
     def stage_sample(self, ctx: StageContext) -> dict[str, float] | None:
         return inference.run_sample(self, ctx)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffedit_lab.methods.asyrp import AsyrpModule
+from diffedit_lab.methods.stage import run_stages
 from diffedit_lab.run import run
 from diffedit_lab.utils.artifacts import load_artifact
 from diffedit_lab.utils.config import compose_config
@@ -109,9 +110,8 @@ def test_with_a_prior_object_on_a_sub_context(tmp_path, cache_dir):
     asyrp = AsyrpModule.with_prior(node, prior)
     ctx = host.objects["context"]
     sub = dataclasses.replace(ctx, run_dir=ctx.run_dir / "asyrp", metrics={})
-    for stage in asyrp.STAGES[:2]:
-        asyrp.run_stage(stage, sub)
-    assert asyrp.prior is prior
+    results = run_stages(asyrp, asyrp.STAGES[:2], sub)
+    assert asyrp.prior is prior and set(results) == {"fit", "edit"} and sub.metrics["time/fit_s"] > 0
     assert (sub.run_dir / "asyrp.safetensors").is_file() and (
         sub.run_dir / "checkpoints" / "fit" / "last.ckpt"
     ).is_file()
