@@ -137,18 +137,28 @@ class EditImagesConfig:
 
 
 @dataclass
-class EditEvalConfig:
-    """``eval`` of an editing method: metrics over the first ``max_images`` test images (edited as in ``edit``), or
-    any folder pair (``folder.pred``/``folder.ref``)."""
+class MetricSettings:
+    """What a method's metric suites are built with (``EditingMethod.metric_suite``: FID features and weights, the
+    LPIPS backbone), and the folder pair its ``eval`` may score instead — every method's ``eval`` has these."""
 
-    max_images: int | None = field(metadata=bounds(ge=1))
-    batch_size: int = field(metadata=bounds(ge=1))
-    metrics: list[str]
     fid_feature: str | int
     fid_weights_path: str | None = field(metadata=existing())
     lpips_backbone_path: str | None = field(metadata=existing())
     folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
-        check_metrics(f"{key}.metrics", self.metrics)
         check_fid_feature(f"{key}.fid_feature", self.fid_feature)
+
+
+@dataclass
+class EditEvalConfig(MetricSettings):
+    """``eval`` of an editing method: metrics over the first ``max_images`` test images (edited as in ``edit``), or
+    any folder pair (``folder.pred``/``folder.ref``)."""
+
+    max_images: int | None = field(metadata=bounds(ge=1))
+    batch_size: int = field(metadata=bounds(ge=1))
+    metrics: list[str]
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        check_metrics(f"{key}.metrics", self.metrics)

@@ -10,14 +10,13 @@ from typing import Any, Literal
 from diffedit_lab.evaluation.suite import EDIT, PAIRED
 from diffedit_lab.methods.config import (
     Component,
-    FolderEvalConfig,
+    MetricSettings,
     PromptConfig,
     TrainStageConfig,
-    check_fid_feature,
     check_metrics,
     check_optimizer,
 )
-from diffedit_lab.utils.schema import ConfigError, bounds, existing, target
+from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 EPS_MSE = "eps_mse"  # the noise-prediction error on test images (our reading of the paper's ‖Δe‖²)
 FP32_ONLY = (
@@ -143,18 +142,11 @@ class EditConfig(TrainStageConfig):
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(MetricSettings):
     """``stage=eval``: ``folder.pred`` vs ``folder.ref`` (default: this run's ``edit/edited`` vs ``edit/source``);
     the metric settings below also serve ``reconstruct`` and ``edit``."""
 
-    fid_feature: str | int
-    fid_weights_path: str | None = field(metadata=existing())
-    lpips_backbone_path: str | None = field(metadata=existing())
     kid_subset_size: int = field(metadata=bounds(ge=2))
-    folder: FolderEvalConfig
-
-    def check(self, key: str) -> None:
-        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
 
 
 @dataclass

@@ -8,13 +8,12 @@ from typing import Any, Literal
 from diffedit_lab.evaluation.suite import PAIRED, UNPAIRED
 from diffedit_lab.methods.config import (
     Component,
-    FolderEvalConfig,
+    MetricSettings,
     TrainStageConfig,
-    check_fid_feature,
     check_metrics,
     check_optimizer,
 )
-from diffedit_lab.utils.schema import ConfigError, bounds, existing, target
+from diffedit_lab.utils.schema import ConfigError, bounds, target
 
 Weighting = Literal["p2", "min_snr", "constant"]
 DecoderCDF = Literal["approx", "exact"]  # the normal CDF of L_vb's decoder NLL: guided-diffusion's tanh formula or Φ
@@ -170,7 +169,7 @@ class EditConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(MetricSettings):
     """The paper's protocols: generation (FID/KID of ``generation_images`` samples vs the target set, LPIPS of
     ``pair_images`` source/fine-tuned pairs from the same noise) and translation (``translation_images`` SDEdit
     inputs: PSNR/SSIM/LPIPS vs the inputs, FID/KID vs the target set). A count of 0 skips that part."""
@@ -186,14 +185,10 @@ class EvalConfig:
     pair_metrics: list[str]  # source vs fine-tuned sample, same noise
     translation_metrics: list[str]
     translation_methods: list[Literal["sdedit", "egsde"]]
-    fid_feature: str | int
-    fid_weights_path: str | None = field(metadata=existing())
-    lpips_backbone_path: str | None = field(metadata=existing())
     kid_subset_size: int = field(metadata=bounds(ge=2))
-    folder: FolderEvalConfig
 
     def check(self, key: str) -> None:
-        check_fid_feature(f"{key}.fid_feature", self.fid_feature)
+        super().check(key)
         check_metrics(f"{key}.generation_metrics", self.generation_metrics)
         check_metrics(f"{key}.pair_metrics", self.pair_metrics)
         for name, allowed in (("generation_metrics", UNPAIRED), ("pair_metrics", PAIRED)):
