@@ -38,7 +38,7 @@ format:
 bench:  ## speed benchmarks → bench/results.json (CPU tiny always; real sizes when a GPU is visible)
 	$(BIN)/python -m experiments.bench.run --out bench/results.json
 
-bench-real:  ## per-image edit latency of every method at real sizes, random weights (CPU: minutes) → bench/results-real.json
+bench-real:  ## real sizes, random weights, on this CPU: edit latency, FLOP shares, step ratios (≈40 min) → bench/results-real.json
 	$(BIN)/python -m experiments.bench.run --sizes real --out bench/results-real.json
 
 smoke-real:  ## every paper preset end to end at REAL shapes, random weights, capped (CPU: ~1-2 h) → bench/results-smoke-real.json
