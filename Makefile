@@ -15,10 +15,10 @@ install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 test:  ## fast CPU tests (tiny models; slow/gpu tests excluded)
 	$(BIN)/python -m pytest -q
 
-test-all:  ## everything that runs without a GPU: slow tests and the real-shape smoke tests included (CPU: ~40 min)
+test-all:  ## everything that runs without a GPU: slow tests and the real-shape smoke tests included (CPU: ~16 min)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-test-real:  ## only the real-shape smoke runs, one per method family through the runner (CPU: ~30 min)
+test-real:  ## only the real-shape smoke runs, one per method family through the runner (CPU: ~10 min)
 	$(BIN)/python -m pytest -q -m real
 
 demo:  ## SDD end to end on tiny models + real sample photos (CPU, ~1 min); outputs/demo/runs/<time>/
