@@ -56,11 +56,6 @@ class WithValidation(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._val_loader()
 
-    def __getattr__(self, name: str) -> Any:  # dataset(), hparams, … of the wrapped datamodule
-        if name.startswith("_") or name == "data":
-            raise AttributeError(name)
-        return getattr(self.data, name)
-
 
 def validation_trainer_kwargs(every_steps: int, accumulate_grad_batches: int = 1) -> dict[str, Any]:
     """Trainer arguments that run the validation loop (all of it) every ``every_steps`` optimiser steps, counted
@@ -127,11 +122,6 @@ class SampleQuality(MetricsCallback):
                 rng.__exit__(None, None, None)
         pl_module.log_dict(values, sync_dist=False)  # already reduced across ranks by torchmetrics
         self.history.append((int(trainer.global_step), values))
-
-    def _finish(self, pl_module) -> dict[str, float]:
-        values = dict(self.suite.compute())
-        self.result = {f"{self.prefix}/{k}": float(v) for k, v in values.items()}
-        return self.result
 
     # --- checkpointed state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

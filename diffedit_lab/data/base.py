@@ -119,6 +119,12 @@ class SplitDataModule(L.LightningDataModule):
         return self._loader("test")
 
 
+def eval_batch_size(datamodule) -> int:
+    """The batch size inference uses on ``datamodule``: its ``eval_batch_size``, else its ``batch_size``, else 8."""
+    hp = getattr(datamodule, "hparams", {}) or {}
+    return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
+
+
 def split_loader(
     datamodule, split: str, limit: int | None, batch_size: int, what: str, key: str | None = "image"
 ) -> DataLoader:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from diffedit_lab.data.base import split_loader
+from diffedit_lab.data.base import eval_batch_size, split_loader
 from diffedit_lab.methods.editing import edit_pass, item_names, paired_metrics
 from diffedit_lab.methods.stage import StageContext
 from diffedit_lab.utils.instantiate import instantiate
@@ -61,19 +61,13 @@ class EditSteps:
 def run_edit(module, ctx: StageContext) -> dict[str, float]:
     e = module.cfg.edit
     steps = EditSteps(module)
-    loader = test_loader(ctx, e.max_images, _eval_batch_size(ctx))
+    loader = test_loader(ctx, e.max_images, eval_batch_size(ctx.datamodule))
     metrics = edit_pass(module, ctx, "edit", e, loader=loader, step=steps.codes)
     if e.photos:
         dm = instantiate(e.photos)
         dm.setup("test")
         edit_pass(module, ctx, "edit/photos", e, loader=dm.test_dataloader(), step=steps.photos, record=False)
     return metrics
-
-
-def _eval_batch_size(ctx: StageContext) -> int:
-    dm = ctx.datamodule
-    hp = getattr(dm, "hparams", {}) or {}
-    return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
 
 
 def run_eval(module, ctx: StageContext) -> dict[str, float]:

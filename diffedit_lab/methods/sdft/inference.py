@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from diffedit_lab.callbacks.metrics import MetricsCallback
 from diffedit_lab.callbacks.predictions import ImageWriter
-from diffedit_lab.data.base import split_loader
+from diffedit_lab.data.base import eval_batch_size, split_loader
 from diffedit_lab.data.latents import SeedDataset
 from diffedit_lab.diffusion import samplers
 from diffedit_lab.methods.editing import edit_pass, item_names
@@ -193,15 +193,10 @@ def feed_target(module, ctx: StageContext):
         n = len(ds) if e.max_target_images is None else min(e.max_target_images, len(ds))
         if n < len(ds) or world > 1:
             ds = Subset(ds, range(rank, n, world))
-        for batch in DataLoader(ds, batch_size=_eval_batch_size(ctx), shuffle=False):
+        for batch in DataLoader(ds, batch_size=eval_batch_size(ctx.datamodule), shuffle=False):
             suite.update_unpaired_real(batch["image"].to(device))
 
     return feed
-
-
-def _eval_batch_size(ctx: StageContext) -> int:
-    hp = getattr(ctx.datamodule, "hparams", {}) or {}
-    return int(hp.get("eval_batch_size") or hp.get("batch_size") or 8)
 
 
 def translate_and_score(
