@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-all test-real demo demo-sdft lint format bench bench-real smoke-real gpu-check clean
+.PHONY: install test test-all test-real demo demo-sdft lint format bench bench-real smoke-real gpu-check mini clean
 
 install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,mini]'
 
 test:  ## fast CPU tests (tiny models; slow/gpu tests excluded)
 	$(BIN)/python -m pytest -q
@@ -46,6 +46,9 @@ smoke-real:  ## every paper preset end to end at REAL shapes, random weights, ca
 
 gpu-check:  ## on a lent GPU (~8 min): real-size bench suites + the presets at their GPU batch/precision → bench/results-gpu.json, bench/results-smoke-gpu.json
 	$(BIN)/python -m experiments.smoke.gpu_check --bench-out bench/results-gpu.json --smoke-out bench/results-smoke-gpu.json
+
+mini:  ## each paper's claim in miniature on real digits, trained here (CPU ≤ 60 min; resumable) → bench/results-mini.json, bench/mini/
+	$(BIN)/python -m diffedit_lab.mini --root outputs/mini --out bench/results-mini.json --figures bench/mini
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from diffedit_lab import checks
 from diffedit_lab.methods.preflight import Preflight, move_aside
 from diffedit_lab.methods.stage import StageContext, check_stages, instantiate_all, run_stages
+from diffedit_lab.utils import loggers as logger_hooks
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
 from diffedit_lab.utils.io import atomic_json_dump, atomic_write
@@ -41,7 +43,8 @@ class RunResult:
 def close_loggers(loggers: list | None = None) -> None:
     """Finish the W&B run this run started (a run nested in another, e.g. a comparison's, leaves its parent's
     open), so the next job of a multirun starts a fresh one, even after a failure."""
-    if loggers is not None and not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+    knows_wandb = (hasattr(lg, "finish_run") or type(lg).__name__ == "WandbLogger" for lg in loggers or ())
+    if loggers is not None and not any(knows_wandb):
         return
     try:
         import wandb
@@ -100,6 +103,7 @@ def prepare(cfg: DictConfig, check_data: bool = True) -> Plan:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = checks.check_ckpt_path(cfg.get("ckpt_path"), run_dir, [s.name for s in stages if s.train])
     check_ddp_multirun(cfg)
+    logger_hooks.check_loggers(cfg.get("logger"))
     checks.check_random_weights(cfg.get("random_weights", False))
     checks.check_component_files(cfg, sorted({n for s in stages for n in cls.stage_needs(s, method_cfg)}))
     overwrite = checks.check_overwrite(cfg.get("overwrite", False))
@@ -146,12 +150,16 @@ def run(cfg: DictConfig) -> RunResult:
         log.warning("random_weights=true: every pretrained component has random weights; results are meaningless")
         ctx.metrics["run/random_weights"] = 1.0
     log.info("run dir: %s | stages: %s", run_dir, " → ".join(s.name for s in stages))
+    if ctx.global_rank == 0:
+        logger_hooks.begin_run(loggers, cfg, [s.name for s in stages], method)  # config, group, name, job type
     try:
         results = run_stages(method, stages, ctx)
+        if ctx.global_rank == 0:
+            atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
     finally:
-        close_loggers(loggers)
-    if ctx.global_rank == 0:
-        atomic_json_dump(ctx.metrics, run_dir / "metrics.json")
+        failed = sys.exc_info()[0] is not None  # the W&B run is marked failed, its results still filed
+        if ctx.global_rank != 0 or not logger_hooks.finish_run(loggers, run_dir, method, failed):
+            close_loggers(loggers)
     objects = {"method": method, "datamodule": datamodule, "loggers": loggers, "context": ctx, "stages": stages}
     return RunResult(_swept_value(cfg, ctx.metrics), dict(ctx.metrics), objects, results)
 

@@ -21,6 +21,7 @@ FLOORS = {
     "methods": 6,
     "run": 7,
     "compare": 8,
+    "mini": 8,
     "pipelines": 8,
     "tools": 9,
     "__main__": 10,

@@ -8,19 +8,7 @@ import torch
 from lightning import Callback
 
 from diffedit_lab.utils.io import save_grid
-
-
-def log_image_file(loggers, key: str, path: str | Path, step: int = 0) -> None:
-    """Send a PNG to W&B (``log_image``) and TensorBoard (``add_image``); other loggers keep the file only."""
-    from PIL import Image
-
-    for logger in loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], step=step)
-        elif hasattr(getattr(logger, "experiment", None), "add_image"):
-            import numpy as np
-
-            logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+from diffedit_lab.utils.loggers import log_image_file
 
 
 class ImageGridLogger(Callback):
@@ -52,7 +40,8 @@ class ImageGridLogger(Callback):
         for name, batch in images.items():
             nrow = self.nrow or max(1, len(batch) // 2)
             path = save_grid(batch, self.out_dir / f"{name}_step{step:06d}.png", nrow=nrow)
-            log_image_file(trainer.loggers, f"images/{name}", path, step=step)
+            caption = f"{name} at step {step}, {len(batch)} images in rows of {nrow}"
+            log_image_file(trainer.loggers, f"images/{name}", path, step, caption)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:

@@ -14,17 +14,19 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from diffedit_lab.utils.io import save_images
-from diffedit_lab.utils.loggers import log_image_file
+from diffedit_lab.utils.loggers import log_image_file, log_rows
 
 
 def before_after_grid(before: torch.Tensor, after: torch.Tensor, columns: int) -> torch.Tensor:
-    """Rows of ``columns`` originals, each followed by the row of their edits (short rows padded black)."""
+    """Rows of at most ``columns`` originals, each followed by the row of their edits: as wide as the pairs it
+    holds (4 pairs make 4 columns, not 8 with 4 black), a short last row padded white like the grid's gaps."""
     from torchvision.utils import make_grid
 
+    columns = max(1, min(int(columns), len(before)))
     rows = []
     for i in range(0, len(before), columns):
         rows += [before[i : i + columns], after[i : i + columns]]
-    tiles = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, columns - len(r)), value=-1) for r in rows])
+    tiles = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, columns - len(r)), value=1) for r in rows])
     return make_grid(tiles, nrow=columns, padding=2, pad_value=1.0)
 
 
@@ -51,6 +53,8 @@ class ImageWriter(BasePredictionWriter):
         self.log_key = log_key
         self.count = 0
         self._grid: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        self._names: list[str] = []
+        self.rows: list[dict] = []  # one per image: its files and its own scores (a table on the dashboards)
 
     def write_on_batch_end(
         self, trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -66,6 +70,8 @@ class ImageWriter(BasePredictionWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(tensor.detach().cpu(), path)
         self.count += len(names)
+        if self.grid_keys is not None and outputs.get("images"):
+            self.rows += image_rows(outputs, names, lambda key, n: self.out_dir / fmt.format(key=key, name=n))
         if self.grid_keys is not None:
             room = self.grid_max - sum(len(b) for b in self._grid[0])
             if room > 0:  # keep only what the grid shows: a full test split at 1024 px would not fit in memory
@@ -73,6 +79,7 @@ class ImageWriter(BasePredictionWriter):
                 a, b = (x[:room].detach().float().cpu() for x in pair)
                 self._grid[0].append(a)
                 self._grid[1].append(b)
+                self._names += list(names[: len(a)])
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self.grid_keys is None or not self._grid[0] or not trainer.is_global_zero:
@@ -81,4 +88,21 @@ class ImageWriter(BasePredictionWriter):
         path = self.out_dir / "grid.png"
         save_images(grid[None], [path])
         if self.log_key:
-            log_image_file(trainer.loggers, self.log_key, path, step=trainer.global_step)
+            shown = f"{self._names[0]}…{self._names[-1]}" if len(self._names) > 1 else "".join(self._names)
+            caption = f"images {shown}; odd rows {self.grid_keys[0]}, even rows {self.grid_keys[1]}"
+            log_image_file(trainer.loggers, self.log_key, path, trainer.global_step, caption)
+            log_rows(trainer.loggers, self.log_key.rsplit("/", 1)[0] + "/per_image", self.rows)
+
+
+def image_rows(outputs: dict, names: list[str], path_of) -> list[dict]:
+    """Rows of a batch: the image id, the source and result files, the result's own scores against its source
+    (L1, PSNR; the step's per-image scalars such as latency)."""
+    from diffedit_lab.callbacks.metrics import per_image_scores
+
+    images = outputs["images"]
+    keys = list(images)
+    result = next((k for k in ("edited", "translated") if k in images), keys[-1])
+    pair = outputs.get("grid") or (images[keys[0]], images[result])
+    scores = per_image_scores(pair[1], pair[0], (outputs.get("metrics") or {}).get("scalars", {}))
+    files = [{"image": n, "source": path_of(keys[0], n), "edited": path_of(result, n)} for n in names]
+    return [{**f, **{k: v[i] for k, v in scores.items()}} for i, f in enumerate(files)]

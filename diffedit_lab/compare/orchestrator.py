@@ -148,8 +148,10 @@ class Comparison:
         hashes = {r["inputs_sha256"] for r in rows}
         if len(hashes) != 1:
             log.warning("compare: the entries saw different inputs (%s); see the inputs_sha256 column", hashes)
-        ctx.log_image("compare/figure", figure)
-        report.log_wandb_table(ctx.loggers, rows)
+        columns = ", ".join(self.entry_order(c))
+        ctx.log_image("compare/figure", figure, f"rows: source images; columns: source, {columns}")
+        ctx.log_table("compare/per_image", report.image_rows(rows))
+        ctx.log_table("compare/methods", report.entry_rows(rows))
         flat = {f"compare/{r['entry']}/{k}": v for r in rows for k, v in r.items() if isinstance(v, float)}
         ctx.write_metrics(flat)
         (ctx.run_dir / "comparison.json").write_text(json.dumps(rows, indent=2, default=str))

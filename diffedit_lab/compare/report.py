@@ -141,20 +141,24 @@ def write_report(rows: list[dict], run_dir: Path, figure: Path, prompt: str) -> 
     return path
 
 
-def log_wandb_table(loggers: list, rows: list[dict]) -> None:
-    """One row per (image, method) with both pictures and the method's metrics, for dashboard filtering."""
-    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
-    if not wandb_loggers:
-        return
-    import wandb
+def image_rows(rows: list[dict]) -> list[dict]:
+    """One row per (source image, entry): both pictures (as files) and the edit's own scores against its source
+    (L1, PSNR) — sortable by image, unlike the per-entry averages (:func:`entry_rows`)."""
+    from diffedit_lab.callbacks.metrics import per_image_scores
 
-    columns = ["image", "entry", "method", "source", "edited", *METRICS, "latency_ms_per_image"]
-    table = wandb.Table(columns=columns)
-    for src in _pngs(Path(rows[0]["input_dir"])):
+    out = []
+    sources = _pngs(Path(rows[0]["input_dir"]))
+    size = image_size(Path(rows[0]["input_dir"])) if sources else 0
+    for src in sources:
         for r in rows:
             edited = Path(r["edited_dir"]) / src.name
             if edited.is_file():
-                table.add_data(src.stem, r["entry"], r["method"], wandb.Image(str(src)), wandb.Image(str(edited)),
-                               *[r[m] for m in METRICS], r["latency_ms_per_image"])  # fmt: skip
-    for lg in wandb_loggers:
-        lg.experiment.log({"compare/table": table})
+                scores = per_image_scores(_load(edited, size)[None], _load(src, size)[None])
+                out.append({"image": src.stem, "entry": r["entry"], "method": r["method"], "source": src,
+                            "edited": edited, **{k: v[0] for k, v in scores.items()}})  # fmt: skip
+    return out
+
+
+def entry_rows(rows: list[dict]) -> list[dict]:
+    """The comparison table (one row per entry, its averages; metrics it could not compute stay empty)."""
+    return [{c: r[c] for c in COLUMNS} for r in rows]

@@ -33,7 +33,7 @@ from diffedit_lab.methods.preflight import (
     missing_trained,
     protect_outputs,
 )
-from diffedit_lab.methods.stage import Stage, StageContext
+from diffedit_lab.methods.stage import Stage, StageContext, TrainingResult
 from diffedit_lab.utils import rng as rng_utils
 from diffedit_lab.utils.errors import UserError
 from diffedit_lab.utils.instantiate import instantiate
@@ -214,7 +214,7 @@ class EditingMethod(LightningModule):
         if "datamodule" not in fit_kwargs and "train_dataloaders" not in fit_kwargs:
             fit_kwargs["datamodule"] = ctx.datamodule
         trainer.fit(module or self, ckpt_path=ctx.resume_path(self.stage), **fit_kwargs)
-        return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
+        return TrainingResult((k, float(v)) for k, v in trainer.callback_metrics.items() if k.startswith(prefixes))
 
     def run_predict(self, ctx: StageContext, dataloader, step: Callable, callbacks: Sequence = ()) -> None:
         """Lightning's predict loop over ``dataloader`` with ``step(batch, batch_idx) -> outputs``; the callbacks

@@ -75,9 +75,10 @@ class EditStep:
         src, res = source_and_result(out)
         n = len(out[src])
         result: dict[str, Any] = {"metrics": paired_metrics(out[src], out[res], sw.ms / n)}
+        result["names"] = item_names(batch, n, self.count)
         if self.write:
             images = {src: out[src], res: out[res], **m.edit_extras(batch, out)}
-            result.update(names=item_names(batch, n, self.count), images=images, grid=(out[src], out[res]))
+            result.update(images=images, grid=(out[src], out[res]))
         self.count += n
         return result
 
@@ -104,7 +105,8 @@ def edit_pass(
         loader = split_loader(ctx.datamodule, "test", settings.max_images, settings.batch_size, what)
     n = len(loader.dataset)
     eval_cfg = getattr(method.cfg, "eval", settings)
-    scorer = MetricsCallback(method.metric_suite(metrics, eval_cfg, n, text=text), prefix, feed_real)
+    table = None if write else f"{prefix}/per_image"  # writing passes table their files too (ImageWriter)
+    scorer = MetricsCallback(method.metric_suite(metrics, eval_cfg, n, text=text), prefix, feed_real, table)
     callbacks: list = [scorer]
     if write:
         writer = ImageWriter(ctx.run_dir / prefix, grid_keys=("source", "edited"), grid_columns=settings.grid_columns,

@@ -75,6 +75,12 @@ class Stage:
         return self.outputs + old
 
 
+class TrainingResult(dict):
+    """The final values of a training stage's loop (what ``run_training`` returns): written as results they stay
+    on their training curves' dashboard keys, apart from what the stage's later passes score under the same name
+    (Rectifier's editor loss ``edit/l1`` vs the edit pass's ``edit/l1``)."""
+
+
 def instantiate_all(group: DictConfig | None, stage_values: dict[str, Any] | None = None) -> list:
     """Instantiate every ``_target_`` entry of a callbacks/logger group (``none`` → []). An entry's ``_stage_``
     mapping (argument → key of ``stage_values``) passes that stage's values to its constructor."""
@@ -225,14 +231,26 @@ class StageContext:
             for k, v in sorted(self.metrics.items()):
                 f.write(f"{k},{v}\n")
         trainer_step = self.trainer.global_step if self.trainer is not None else 0
-        for logger in self.loggers:
-            logger.log_metrics(metrics, step=step if step is not None else trainer_step)
+        for logger in self.loggers:  # a stage's results: loggers that tell them from training curves get them so
+            if hasattr(logger, "log_results"):
+                logger.log_results(metrics, step, final=isinstance(metrics, TrainingResult))
+            else:
+                logger.log_metrics(metrics, step=step if step is not None else trainer_step)
             logger.save()
 
-    def log_image(self, key: str, path: Path) -> None:
+    def log_image(self, key: str, path: Path, caption: str | None = None) -> None:
         from diffedit_lab.utils.loggers import log_image_file
 
-        log_image_file(self.loggers, key, path, step=self.trainer.global_step if self.trainer else 0)
+        if self.global_rank == 0:
+            log_image_file(self.loggers, key, path, self.trainer.global_step if self.trainer else 0, caption)
+
+    def log_table(self, key: str, rows: list[dict[str, Any]], line: tuple[str, Sequence[str]] | None = None) -> None:
+        """Rows (dicts; ``Path``s and image tensors are pictures) as a table on the loggers that show tables;
+        ``line=(x, [y, …])`` also plots those columns against ``x``."""
+        from diffedit_lab.utils.loggers import log_rows
+
+        if self.global_rank == 0:
+            log_rows(self.loggers, key, rows, line)
 
 
 def run_stages(method: Any, stages: Sequence[Stage], ctx: StageContext) -> dict[str, dict[str, float]]:
@@ -241,13 +259,18 @@ def run_stages(method: Any, stages: Sequence[Stage], ctx: StageContext) -> dict[
     and so every comparison entry) and a nested run on objects in memory (SDFT's Asyrp edits of its EMA)."""
     import time
 
+    from diffedit_lab.utils import loggers
+
     results: dict[str, dict[str, float]] = {}
     for stage in stages:
         if not stage.distributed and ctx.global_rank != 0:
             continue  # DDP workers re-run the script: rank-0 stages run once
         t0 = time.perf_counter()
+        loggers.stage_started(ctx.loggers, stage)  # each stage's keys and step axis on the dashboards
         results[stage.name] = method.run_stage(stage, ctx) or {}
         ctx.write_metrics({f"time/{stage.name}_s": time.perf_counter() - t0})  # e.g. a method's training cost
+        if ctx.global_rank == 0:
+            loggers.stage_finished(ctx.loggers, stage, ctx.run_dir)  # its exports as model artifacts
     return results
 
 

@@ -110,7 +110,20 @@ def random_unet_prior(
     ``channels_last``, ``gradient_checkpointing``)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
+    unet, scheduler = (
+        _plain(unet),
+        _plain(scheduler),
+    )  # from a Hydra config: plain lists, so save_pretrained's JSON works
     with seeded(seed, device):
         model = UNet2DModel(**unet)
     sched = DDPMScheduler(**(scheduler or {"num_train_timesteps": 1000}))
     return UnconditionalPrior(model, sched, dtype=dtype, device=device, **kwargs)
+
+
+def _plain(node: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A config mapping as plain Python containers (OmegaConf's ListConfig is not JSON-serialisable)."""
+    if node is None:
+        return None
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)

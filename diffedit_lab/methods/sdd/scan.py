@@ -152,7 +152,11 @@ def run_select(module, ctx: StageContext) -> sel.Selection:
             selected=selection.timesteps if selection.random_range is None else None,
             title=f"{module.cfg.prompt.text}: {c.score}, rule {c.rule}",
         )
-        ctx.log_image("select/scores", out_dir / "scores.png")
+        ctx.log_image("select/scores", out_dir / "scores.png", f"{c.score} per timestep, rule {c.rule}")
+        chosen = set(selection.timesteps)
+        rows = [{"t": t, "entropy": e, "l1": g, "hqs": h, "selected": t in chosen}
+                for t, e, g, h in zip(table.timesteps, table.entropy, table.l1, table.hqs)]  # fmt: skip
+        ctx.log_table("select/scores_table", rows, line=("t", ("entropy", "l1", "hqs")))
         best = max(range(len(table.timesteps)), key=lambda i: table.hqs[i])
         metrics["select/best_hqs_t"] = float(table.timesteps[best])
     metrics["select/num_selected"] = float(len(selection.timesteps))

@@ -23,6 +23,7 @@ from diffedit_lab.data.base import ItemRange
 from diffedit_lab.methods.sdft import paper
 from diffedit_lab.methods.stage import StageContext, run_stages
 from diffedit_lab.utils.errors import UserError
+from diffedit_lab.utils.loggers import nested
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class CarvedSplits:
 def sub_context(ctx: StageContext, run_dir, datamodule) -> StageContext:
     """The context of one nested Asyrp run: its own run dir and data view; Asyrp's own trainer settings (it steps
     its optimiser itself, once per timestep: no accumulation or clipping; fp32 — its P_t at t ≈ T amplifies the
-    U-Net's error by 1/√ᾱ_t); no loggers (the aggregated ``edit/*`` metrics reach SDFT's); resumes its own
+    U-Net's error by 1/√ᾱ_t); SDFT's loggers nested under ``edit/<prompt>/`` (its curves, grids and tables, where
+    a logger can nest; the aggregated ``edit/*`` metrics reach SDFT's anyway); resumes its own
     ``checkpoints/fit`` with ``ckpt_path=last`` and never an explicit SDFT checkpoint."""
     from omegaconf import open_dict
 
@@ -84,7 +86,7 @@ def sub_context(ctx: StageContext, run_dir, datamodule) -> StageContext:
         trainer_cfg=trainer_cfg,
         datamodule=datamodule,
         run_dir=run_dir,
-        loggers=[],
+        loggers=nested(ctx.loggers, f"edit/{run_dir.name}"),
         ckpt_path="last" if ctx.ckpt_path else None,
         first_train_stage=None,
         metrics={},

@@ -46,16 +46,21 @@ class SampleGrid(Callback):
     def __init__(self, path, key: str, columns: int, grid_max: int, log_key: str) -> None:
         self.path, self.key, self.columns, self.grid_max, self.log_key = path, key, columns, grid_max, log_key
         self.kept: list[torch.Tensor] = []
+        self.names: list[str] = []
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         room = self.grid_max - sum(len(x) for x in self.kept)
         if room > 0:
             self.kept.append(outputs["images"][self.key][:room].detach().float().cpu())
+            self.names += list(outputs.get("names", []))[:room]
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self.kept and trainer.is_global_zero:
             save_grid(torch.cat(self.kept), self.path, nrow=self.columns)
-            log_image_file(trainer.loggers, self.log_key, self.path, step=trainer.global_step)
+            n = sum(len(x) for x in self.kept)
+            shown = f" {self.names[0]}…{self.names[-1]}" if self.names else ""
+            caption = f"the first {n} {self.key} images{shown} (item order, rows of {self.columns})"
+            log_image_file(trainer.loggers, self.log_key, self.path, trainer.global_step, caption)
 
 
 def _image_shape(module) -> tuple[int, int, int]:
