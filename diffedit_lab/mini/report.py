@@ -79,11 +79,14 @@ def write_figures(study, folder: Path, seed: int, columns: int = 10) -> dict[str
     samples, _ = measures.read_images(root / "prior" / "sample")
     _save(make_grid(samples[:64], nrow=8, padding=1, pad_value=1.0, normalize=True, value_range=(-1, 1)),
           folder / "prior_samples.png")  # fmt: skip
-    figures["prior_samples.png"] = "64 samples of the prior trained here on digits 0–8 (DDIM, 40 steps)"
+    figures["prior_samples.png"] = "64 samples of the prior trained here on digits 0–8 (DDIM η = 1, 40 steps)"
+    _save(make_grid(study.eta0_samples[:64], nrow=8, padding=1, pad_value=1.0, normalize=True, value_range=(-1, 1)),
+          folder / "prior_samples_eta0.png")  # fmt: skip
+    figures["prior_samples_eta0.png"] = "the same noise through DDIM η = 0, 40 steps (the paper's sampler)"
 
-    from diffedit_lab.mini.study import VARIANTS, _split_train_target
+    from diffedit_lab.mini.study import VARIANTS, few_shot_target
 
-    few, _ = _split_train_target()
+    few, _ = few_shot_target()
     rows = [few] + [measures.read_images(study.sdft_dir(v, seed) / "sample")[0] for v in VARIANTS]
     _save(_rows(rows, columns), folder / "fewshot.png")
     figures["fewshot.png"] = f"the 10 target 9s, then samples of {', '.join(VARIANTS)} (seed {seed}), a row each"

@@ -86,7 +86,7 @@ class MiniSettings:
         return [f"experiment={name}", "logger=csv", *self.overrides.get(name, []), *extra]
 
 
-def _split(split: str, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_split(split: str, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (N, 3, 32, 32) and labels of one split of the digits (``classes``: None = all)."""
     from diffedit_lab.data.packaged import PackagedDataModule
 
@@ -107,8 +107,8 @@ class MiniStudy:
         start = time.perf_counter()
         model, record = load_or_train(
             self.root / "evaluator.safetensors",
-            _split("train"),
-            _split("test"),
+            digits_split("train"),
+            digits_split("test"),
             self.s.evaluator_steps,
             self.s.evaluator_seed,
         )
@@ -127,11 +127,13 @@ class MiniStudy:
         run_steps(self.prior_dir, self.s.experiment("mini_prior"), ["fit", "sample"])
         self.timing["prior_s"] = wall_seconds(self.prior_dir, ["fit", "sample"])
         samples, _ = measures.read_images(self.prior_dir / "sample")
-        real, _ = _split("test", SOURCE_CLASSES)
-        train, _ = _split("train", SOURCE_CLASSES)
+        real, _ = digits_split("test", SOURCE_CLASSES)
+        train, _ = digits_split("train", SOURCE_CLASSES)
         fid, kid = measures.fid_kid(self.model, samples, real)
         fid_data, kid_data = measures.fid_kid(self.model, train[: len(samples)], real)
         counts = torch.bincount(self.model(samples).argmax(1), minlength=10).tolist()
+        self.eta0_samples = self.deterministic_samples(len(samples))
+        fid0, kid0 = measures.fid_kid(self.model, self.eta0_samples, real)
         self.measured["prior"] = {
             "samples": len(samples),
             "fid_vs_test": fid,
@@ -140,8 +142,22 @@ class MiniStudy:
             "kid_train_images_vs_test": kid_data,
             "class_counts": counts,
             "fraction_source_classes": sum(counts[c] for c in SOURCE_CLASSES) / max(1, len(samples)),
+            "sampler": "DDIM eta=1, 40 steps (the sample stage)",
+            "eta0_fid_vs_test": fid0,  # the same noise, DDIM η = 0 (the paper's sampler): why the mini uses η = 1
+            "eta0_kid_vs_test": kid0,
         }
         return self.measured["prior"]
+
+    @torch.no_grad()
+    def deterministic_samples(self, n: int) -> torch.Tensor:
+        """The prior's samples from the sample stage's noise (seeds 0…n−1) by DDIM with η = 0, 40 steps."""
+        from diffedit_lab.diffusion import samplers
+        from diffedit_lab.diffusion.priors import UnconditionalPrior
+        from diffedit_lab.methods.sdft.inference import seeded_noise
+
+        prior = UnconditionalPrior.from_pretrained(str(self.prior_dir / "ema_unet"), dtype="fp32")
+        x_T = seeded_noise(range(n), (prior.in_channels, prior.image_size, prior.image_size), "cpu")
+        return samplers.ddim_sample(prior, x_T, num_steps=40, eta=0.0).clamp(-1, 1)
 
     def with_prior(self, name: str, seed: int, *extra: str) -> list[str]:
         return self.s.experiment(name, f"seed={seed}", f"prior.source={self.prior_dir / 'ema_unet'}", *extra)
@@ -170,7 +186,7 @@ class MiniStudy:
         return self.root / "sdft" / variant / f"seed{seed}"
 
     def sdft(self) -> list[dict]:
-        real, _ = _split("test", [TARGET_CLASS])
+        real, _ = digits_split("test", [TARGET_CLASS])
         per: dict[str, dict[str, list[float]]] = {v: {} for v in VARIANTS}
         total = 0.0
         for variant in VARIANTS:
@@ -192,7 +208,7 @@ class MiniStudy:
                 for k, v in values.items():
                     per[variant].setdefault(k, []).append(v)
         self.timing["sdft_s"] = total
-        few, _ = _split_train_target()
+        few, _ = few_shot_target()
         self.measured["sdft"] = {
             "per_variant": per,
             "target_train_images": len(few),
@@ -252,7 +268,7 @@ class MiniStudy:
         return {"claims": claims, "measured": self.measured, "timing_s": self.timing}
 
 
-def _split_train_target() -> tuple[torch.Tensor, torch.Tensor]:
+def few_shot_target() -> tuple[torch.Tensor, torch.Tensor]:
     from diffedit_lab.data.packaged import PackagedDataModule
 
     ds = PackagedDataModule(name="digits", classes=[TARGET_CLASS], train_per_class=10).dataset("train")
