@@ -12,10 +12,10 @@ install:  ## fresh virtualenv with the pinned stack + dev tools (~2-3 min)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev,mini]'
 
-test:  ## fast CPU tests (tiny models; slow/gpu tests excluded)
-	$(BIN)/python -m pytest -q
+test:  ## fast CPU tests (tiny models; slow/gpu tests excluded), two workers (pytest-xdist; each test is single-threaded)
+	$(BIN)/python -m pytest -q -n 2
 
-test-all:  ## everything that runs without a GPU: slow tests and the real-shape smoke tests included (CPU: ~16 min)
+test-all:  ## everything that runs without a GPU: slow tests and the real-shape smoke tests included (CPU: ~24 min)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-real:  ## only the real-shape smoke runs, one per method family through the runner (CPU: ~10 min)
