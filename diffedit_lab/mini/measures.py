@@ -62,7 +62,9 @@ def fid_kid(evaluator: nn.Module, fake: Tensor, real: Tensor) -> tuple[float, fl
     for metric in (fid, kid):
         metric.update(_uint8(real), real=True)
         metric.update(_uint8(fake), real=False)
-    return float(fid.compute()), float(kid.compute()[0])
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG: the same every time
+        torch.manual_seed(0)
+        return float(fid.compute()), float(kid.compute()[0])
 
 
 @torch.no_grad()

@@ -63,7 +63,8 @@ def test_rectifier_lowers_reconstruction_error_on_its_training_images(prior, tmp
 
     run_dir, _, _ = prior
     cfg = _compose(tmp_path / "rect", "experiment=mini_rectifier", f"prior.source={run_dir / 'ema_unet'}",
-                   "stage=[fit]", "data.max_images=16", "method.fit.steps=40", "method.fit.checkpoint_every=40")  # fmt: skip
+                   "stage=[fit]", "data.max_images=16", "method.fit.steps=40",
+                   "method.fit.checkpoint_every=40")  # fmt: skip
     method = run(cfg).objects["method"]
     x0 = digits_split("train", list(range(9)))[0][:16]  # the 16 images it trained on (data.max_images=16)
     gen = torch.Generator().manual_seed(1)
